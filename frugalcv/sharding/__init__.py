@@ -1,0 +1,12 @@
+"""Datasets as WebDataset tar shards plus a manifest, on any fsspec URL.
+
+models and sharding do not import each other's internals, MLflow, submitit or
+torch.distributed (the loader only asks torch.distributed for rank/world size).
+"""
+
+from frugalcv.sharding.loader import ShardLoader
+from frugalcv.sharding.manifest import Manifest, load_manifest
+from frugalcv.sharding.reader import iter_samples, summary, verify
+from frugalcv.sharding.writer import write_shards
+
+__all__ = ["Manifest", "ShardLoader", "iter_samples", "load_manifest", "summary", "verify", "write_shards"]

@@ -1,0 +1,211 @@
+"""The training loader: equal per-rank counts, a world-size-free order, exact resume.
+
+See ``order.py`` for how the epoch's order is built and dealt. Each worker reads
+only the shards that hold its samples, keeps only its own members (others are
+seeked past, not read), decodes, applies ``transform`` and collates.
+
+Skip policy: with ``on_error="skip"`` a sample that fails to decode is logged and
+left out of its batch (the batch count is unchanged, so DDP ranks stay in step);
+past ``max_skipped`` skipped samples in one loader process the loader raises.
+Structural damage (a truncated shard, a bad header) always raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
+
+from frugalcv.errors import FrugalError, ShardError
+from frugalcv.sharding import storage
+from frugalcv.sharding.decode import decode_sample
+from frugalcv.sharding.manifest import load_manifest
+from frugalcv.sharding.order import batch_slices, epoch_order, rank_positions
+from frugalcv.sharding.tario import iter_samples_raw
+
+log = logging.getLogger(__name__)
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class _EpochStream(IterableDataset):
+    """One rank's batches of one epoch; split across DataLoader workers by batch index."""
+
+    def __init__(self, urls, firsts, ids, batches, transform, collate, on_error, max_skipped):
+        self.urls, self.firsts, self.ids, self.batches = urls, firsts, ids, batches
+        self.transform, self.collate = transform, collate
+        self.on_error, self.max_skipped = on_error, max_skipped
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        mine = list(range(wid, len(self.batches), nw))
+        if not mine:
+            return
+        needed_ids = np.concatenate([self.ids[slice(*self.batches[b])] for b in mine])
+        shard_of = np.searchsorted(self.firsts, needed_ids, side="right") - 1
+        wanted: dict[int, set[int]] = {}
+        for s, gid in zip(shard_of.tolist(), needed_ids.tolist(), strict=True):
+            wanted.setdefault(s, set()).add(gid - int(self.firsts[s]))
+        cache: dict[int, tuple[str, dict]] = {}
+        loaded: set[int] = set()
+        skipped = 0
+        for b in mine:
+            lo, hi = self.batches[b]
+            samples = []
+            for gid in self.ids[lo:hi].tolist():
+                if gid not in cache:
+                    s = int(np.searchsorted(self.firsts, gid, side="right") - 1)
+                    if s in loaded:
+                        raise ShardError(f"{self.urls[s]}: sample {gid - int(self.firsts[s])} is missing from the shard")
+                    self._load(s, wanted[s], cache)
+                    loaded.add(s)
+                key, fields, url = cache.pop(gid)
+                try:
+                    sample = decode_sample(key, fields, url)
+                except ShardError as e:
+                    if self.on_error != "skip":
+                        raise
+                    skipped += 1
+                    log.warning("skipping sample (%d skipped so far): %s", skipped, e)
+                    if skipped > self.max_skipped:
+                        raise ShardError(f"more than max_skipped={self.max_skipped} samples failed to decode; last: {e}") from e
+                    continue
+                samples.append(self.transform(sample) if self.transform else sample)
+            yield hi, (self.collate(samples) if samples else None)
+
+    def _load(self, s: int, wanted: set[int], cache: dict) -> None:
+        url = self.urls[s]
+        shown = storage.redact(url)
+        try:
+            f = storage.open_read(url)
+        except FileNotFoundError:
+            raise ShardError(f"{shown}: shard listed in the manifest is missing") from None
+        first = int(self.firsts[s])
+        with f:
+            for idx, key, fields in iter_samples_raw(f, shown, wanted):
+                if fields is not None:
+                    cache[first + idx] = (key, fields, shown)
+
+
+class ShardLoader:
+    """Batches of one rank for training; iterate once per epoch.
+
+    Args:
+        url: dataset folder (or its manifest.json), any fsspec URL.
+        batch_size: per-rank batch size.
+        rank, world_size: default to torch.distributed's, else $RANK/$WORLD_SIZE, else 0/1.
+        num_workers: DataLoader worker processes (0 = in this process).
+        seed, epoch: the order depends only on these (and the dataset).
+        transform: sample dict -> sample dict (runs in the workers).
+        window_shards: shards shuffled together (more = better mixing, more memory).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        batch_size: int,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        epoch: int = 0,
+        shuffle: bool = True,
+        transform: Callable[[dict], dict] | None = None,
+        collate: Callable[[list], object] = default_collate,
+        drop_last: bool = False,
+        window_shards: int = 8,
+        on_error: str = "raise",
+        max_skipped: int = 100,
+        prefetch_factor: int = 4,
+        pin_memory: bool = False,
+    ):
+        if on_error not in ("raise", "skip"):
+            raise FrugalError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if batch_size < 1:
+            raise FrugalError(f"batch_size must be >= 1, got {batch_size}")
+        self.manifest = load_manifest(url)
+        r, w = _dist_rank_world()
+        self.rank = r if rank is None else rank
+        self.world_size = w if world_size is None else world_size
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.shuffle, self.transform, self.collate, self.drop_last = shuffle, transform, collate, drop_last
+        self.window_shards, self.on_error, self.max_skipped = window_shards, on_error, max_skipped
+        self.prefetch_factor, self.pin_memory = prefetch_factor, pin_memory
+        self._urls = [self.manifest.shard_url(i) for i in range(len(self.manifest.shards))]
+        self._sizes = [s.samples for s in self.manifest.shards]
+        self._firsts = np.asarray([s.first for s in self.manifest.shards], dtype=np.int64)
+        self.epoch, self.position = epoch, 0
+
+    @property
+    def num_samples(self) -> int:
+        return self.manifest.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch; moving to another epoch starts it from the beginning."""
+        if epoch != self.epoch:
+            self.epoch, self.position = epoch, 0
+
+    def _plan(self):
+        order = epoch_order(self._sizes, self.seed, self.epoch, self.window_shards, self.shuffle)
+        pos = rank_positions(len(order), self.position, self.rank, self.world_size)
+        return order[pos], batch_slices(len(pos), self.batch_size, self.drop_last)
+
+    def __len__(self) -> int:
+        return len(self._plan()[1])
+
+    def samples_per_rank(self) -> int:
+        return len(self._plan()[0])
+
+    def __iter__(self) -> Iterator:
+        ids, batches = self._plan()
+        start = self.position
+        stream = _EpochStream(
+            self._urls, self._firsts, ids, batches, self.transform, self.collate, self.on_error, self.max_skipped
+        )
+        if self.num_workers > 0:
+            it = iter(
+                DataLoader(
+                    stream,
+                    batch_size=None,
+                    num_workers=self.num_workers,
+                    prefetch_factor=self.prefetch_factor,
+                    pin_memory=self.pin_memory,
+                )
+            )
+        else:
+            it = iter(stream)
+        for consumed, batch in it:
+            self.position = start + int(consumed) * self.world_size
+            if batch is not None:
+                yield batch
+        self.epoch, self.position = self.epoch + 1, 0
+
+    def state_dict(self) -> dict:
+        """Cursor shared by all ranks: (epoch, global samples consumed this epoch)."""
+        return {
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "position": self.position,
+            "num_samples": self.num_samples,
+            "window_shards": self.window_shards,
+            "shuffle": self.shuffle,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["num_samples"] != self.num_samples:
+            raise FrugalError(
+                f"loader state is for a dataset of {state['num_samples']} samples, but "
+                f"{storage.redact(self.manifest.location)} has {self.num_samples}"
+            )
+        self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
+        self.window_shards, self.shuffle = state["window_shards"], state["shuffle"]

@@ -1,0 +1,128 @@
+"""The shard manifest: written last, so a folder without one is an incomplete dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from frugalcv.errors import ShardError
+from frugalcv.sharding import storage
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "frugalcv.shards"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    url: str  # relative to the manifest's folder (or absolute)
+    samples: int
+    bytes: int
+    sha256: str
+    first: int  # global index of the shard's first sample
+
+
+@dataclass
+class Manifest:
+    kind: str
+    split: str
+    task: str
+    schema: dict[str, str]
+    classes: list[str]
+    shards: list[ShardInfo]
+    extra: dict = field(default_factory=dict)
+    writer: dict = field(default_factory=dict)
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    #: where the manifest was read from (not serialised)
+    location: str = field(default="", compare=False, repr=False)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(s.samples for s in self.shards)
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(s.bytes for s in self.shards)
+
+    def shard_url(self, i: int) -> str:
+        u = self.shards[i].url
+        return u if "://" in u or u.startswith("/") else storage.join(self.location, u)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d.pop("location")
+        d["num_samples"] = self.num_samples
+        return json.dumps(d, indent=1, sort_keys=True) + "\n"
+
+    def digest(self) -> str:
+        """sha256 of the canonical manifest: the dataset's identity in lineage."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    @classmethod
+    def from_json(cls, text: str, location: str) -> Manifest:
+        where = storage.join(location, MANIFEST_NAME)
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ShardError(f"{storage.redact(where)}: not valid JSON ({e})") from e
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ShardError(f"{storage.redact(where)}: not a frugalcv shard manifest (format != {FORMAT!r})")
+        if d.get("format_version", 0) > FORMAT_VERSION:
+            raise ShardError(
+                f"{storage.redact(where)}: format_version {d['format_version']} is newer than this "
+                f"frugalcv understands ({FORMAT_VERSION}); upgrade frugalcv"
+            )
+        d.pop("num_samples", None)
+        try:
+            d["shards"] = [ShardInfo(**s) for s in d["shards"]]
+            return cls(**d, location=location)
+        except (TypeError, KeyError) as e:
+            raise ShardError(f"{storage.redact(where)}: malformed manifest ({e})") from e
+
+
+def manifest_location(url: str) -> str:
+    url = str(url).rstrip("/")
+    return storage.parent(url) if url.endswith("/" + MANIFEST_NAME) or url == MANIFEST_NAME else url
+
+
+def load_manifest(url: str) -> Manifest:
+    """Read the manifest of the dataset at ``url`` (its folder or the manifest file).
+
+    Raises ShardError naming the URL when the manifest is missing, explaining
+    whether the folder holds split sub-datasets or an interrupted conversion.
+    """
+    loc = manifest_location(url)
+    murl = storage.join(loc, MANIFEST_NAME)
+    try:
+        text = storage.read_bytes(murl).decode()
+    except FileNotFoundError:
+        raise ShardError(_missing_manifest_message(loc)) from None
+    return Manifest.from_json(text, loc)
+
+
+def _missing_manifest_message(loc: str) -> str:
+    shown = storage.redact(loc)
+    try:
+        fs, path = storage.url_to_fs(loc)
+        if not fs.exists(path):
+            return f"{shown}: no such dataset (the folder does not exist)"
+        entries = fs.ls(path, detail=False)
+    except Exception:
+        entries = []
+    splits = sorted(
+        e.rstrip("/").rsplit("/", 1)[-1] for e in entries if storage.exists(storage.join(f"{_proto(loc)}{e}", MANIFEST_NAME))
+    )
+    if splits:
+        return f"{shown}: holds the splits {', '.join(splits)}; pass one of them, e.g. {shown.rstrip('/')}/{splits[0]}"
+    if any(e.endswith(".tar") for e in entries):
+        return (
+            f"{shown}: incomplete dataset: shards but no {MANIFEST_NAME} (the conversion was interrupted); "
+            "run the same `frugalcv shard` command again to finish it"
+        )
+    return f"{shown}: no {MANIFEST_NAME} here; this is not a frugalcv dataset"
+
+
+def _proto(loc: str) -> str:
+    return loc.split("://", 1)[0] + "://" if "://" in loc else ""

@@ -1,0 +1,124 @@
+import itertools
+
+import numpy as np
+import pytest
+from synthetic import synthetic_image  # noqa: F401  (registers the synthetic-test kind)
+
+from frugalcv.errors import FrugalError, ShardError
+from frugalcv.sharding import ShardLoader, write_shards
+from frugalcv.sharding.order import epoch_order
+
+N = 61  # prime: every world size leaves a remainder
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    write_shards("synthetic-test", str(N), str(root), split="train", max_shard_samples=7, progress=False)
+    return str(root / "train")
+
+
+def _keys(batch):
+    return list(batch["key"])
+
+
+def run_epoch(url, world, workers, seed=3, epoch=0, batch_size=4, state=None):
+    per_rank = []
+    for r in range(world):
+        loader = ShardLoader(url, batch_size, rank=r, world_size=world, num_workers=workers, seed=seed, epoch=epoch)
+        if state:
+            loader.load_state_dict(state)
+        per_rank.append([k for b in loader for k in _keys(b)])
+    return per_rank
+
+
+def interleave(per_rank):
+    return [k for step in zip(*per_rank, strict=True) for k in step]
+
+
+@pytest.mark.parametrize("world,workers", list(itertools.product([1, 2, 3], [0, 2])))
+def test_equal_counts_and_same_global_order(dataset, world, workers):
+    reference = run_epoch(dataset, 1, 0)[0]
+    assert sorted(reference) == sorted(f"s{i:05d}" for i in range(N))
+    per_rank = run_epoch(dataset, world, workers)
+    assert len({len(p) for p in per_rank}) == 1 and len(per_rank[0]) == N // world
+    assert interleave(per_rank) == reference[: world * (N // world)]
+
+
+def test_order_depends_on_seed_and_epoch_only(dataset):
+    a = run_epoch(dataset, 1, 0, seed=3, epoch=0)[0]
+    assert run_epoch(dataset, 1, 2, seed=3, epoch=0)[0] == a
+    assert run_epoch(dataset, 1, 0, seed=3, epoch=1)[0] != a
+    assert run_epoch(dataset, 1, 0, seed=4, epoch=0)[0] != a
+    # shards are mixed, not read one after another
+    assert epoch_order([7] * 9, 3, 0, 8)[:7].tolist() != list(range(7))
+
+
+@pytest.mark.parametrize("old_world,new_world,new_workers", [(2, 2, 0), (2, 3, 2), (3, 1, 2), (1, 2, 0)])
+def test_resume_mid_epoch_yields_exactly_the_rest(dataset, old_world, new_world, new_workers):
+    full = run_epoch(dataset, 1, 0)[0]
+    loaders = [ShardLoader(dataset, 4, rank=r, world_size=old_world, num_workers=2, seed=3) for r in range(old_world)]
+    its = [iter(lo) for lo in loaders]
+    seen = []
+    for _ in range(3):  # three steps in lockstep, then "preempted"
+        seen.append([_keys(next(it)) for it in its])
+    state = loaders[0].state_dict()
+    assert all(lo.state_dict() == state for lo in loaders)
+    assert state["position"] == 3 * 4 * old_world
+    consumed = [k for step in seen for k in interleave(step)]
+    rest = interleave(run_epoch(dataset, new_world, new_workers, state=state))
+    assert not set(rest) & set(consumed)
+    remaining = N - state["position"]
+    assert rest == full[state["position"] : state["position"] + new_world * (remaining // new_world)]
+    assert consumed == full[: state["position"]]
+
+
+def test_state_after_a_full_epoch_points_at_the_next(dataset):
+    loader = ShardLoader(dataset, 8, seed=3)
+    n = sum(len(b["key"]) for b in loader)
+    assert n == N and loader.state_dict()["epoch"] == 1 and loader.state_dict()["position"] == 0
+    loader.set_epoch(1)  # same epoch: a no-op, keeps position
+    assert len(loader) == (N + 7) // 8
+
+
+def test_len_and_drop_last(dataset):
+    lo = ShardLoader(dataset, 8, rank=0, world_size=2, drop_last=True)
+    assert len(lo) == (N // 2) // 8
+    assert all(len(b["key"]) == 8 for b in lo)
+
+
+def test_transform_runs_in_workers(dataset):
+    def to_float(s):
+        return {"x": s["image"].astype(np.float32) / 255, "y": s["label"]}
+
+    batch = next(iter(ShardLoader(dataset, 5, num_workers=2, transform=to_float)))
+    assert batch["x"].shape == (5, 8, 8, 3) and str(batch["x"].dtype) == "torch.float32"
+
+
+def test_skip_policy_counts_and_fails_past_threshold(tmp_path):
+    write_shards("synthetic-test", "10", str(tmp_path), split="train", progress=False)
+    shard = tmp_path / "train" / "train-000000.tar"
+    data = bytearray(shard.read_bytes())
+    data[3 * 512 + 16 : 3 * 512 + 24] = b"\xff" * 8  # break s00000.png
+    shard.write_bytes(bytes(data))
+    url = str(tmp_path / "train")
+    with pytest.raises(ShardError, match="s00000.png failed to decode"):
+        list(ShardLoader(url, 4, shuffle=False))
+    batches = list(ShardLoader(url, 4, shuffle=False, on_error="skip", max_skipped=1))
+    assert [len(b["key"]) for b in batches] == [3, 4, 2]
+    with pytest.raises(ShardError, match="max_skipped=0"):
+        list(ShardLoader(url, 4, shuffle=False, on_error="skip", max_skipped=0))
+
+
+def test_truncated_shard_in_loader_names_it(tmp_path):
+    write_shards("synthetic-test", "10", str(tmp_path), split="train", max_shard_samples=5, progress=False)
+    shard = tmp_path / "train" / "train-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:1800])
+    with pytest.raises(ShardError, match=r"train-000001\.tar"):
+        list(ShardLoader(str(tmp_path / "train"), 4, num_workers=2))
+
+
+def test_state_for_another_dataset_is_refused(dataset, tmp_path):
+    write_shards("synthetic-test", "8", str(tmp_path), split="train", progress=False)
+    with pytest.raises(FrugalError, match="dataset of 61 samples"):
+        ShardLoader(str(tmp_path / "train"), 2).load_state_dict(ShardLoader(dataset, 2).state_dict())
