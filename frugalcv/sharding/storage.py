@@ -73,7 +73,10 @@ def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying: network trouble, throttling, timeouts; not missing files."""
     if isinstance(exc, (*_PERMANENT, FrugalError, ValueError, KeyError)):
         return False
-    return isinstance(exc, OSError | ConnectionError | TimeoutError) or "Timeout" in type(exc).__name__
+    if isinstance(exc, OSError | ConnectionError | TimeoutError):
+        return True
+    # botocore/aiohttp errors do not derive from the builtin ones
+    return any("Connection" in c.__name__ or "Timeout" in c.__name__ for c in type(exc).__mro__)
 
 
 def with_retries(fn: Callable[[], T], what: str, attempts: int | None = None, base_delay: float = 0.5) -> T:
