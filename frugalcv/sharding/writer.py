@@ -59,7 +59,7 @@ def write_shards(
         if not sources:
             raise errors[0]
         for e in errors:
-            log.info("skipping a split that is not there: %s", e)
+            log.warning("skipping split (pass --split to make this an error): %s", e)
     else:
         names = [split] if isinstance(split, str) else list(split)
         sources = [get_source(kind, src, s) for s in names]
