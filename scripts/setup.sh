@@ -14,7 +14,11 @@ VPIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 if ! .venv/bin/python -c "import frugalcv, torch, torchvision, webdataset, mlflow, submitit, s3fs, png, pytest, moto" 2>/dev/null; then
     echo "[setup] installing frugalcv and its dependencies into .venv (first time: a few minutes)"
     "${VPIP[@]}" install --upgrade pip setuptools wheel
-    # torch/torchvision: the pyproject ranges admit the releases kept on this machine kind's disk
+    # torch/torchvision: the releases kept on this machine kind's disk install in about a
+    # minute; elsewhere the pyproject ranges pick what the index has.
+    if [ "$(uname -m)" = x86_64 ]; then
+        "${VPIP[@]}" install "torch==2.14.1" "torchvision==0.29.1" || echo "[setup] torch 2.14.1 not available here; using the pyproject ranges"
+    fi
     "${VPIP[@]}" install -e ".[dev]"
 fi
 if ! .venv/bin/python -c "import deepspeed" 2>/dev/null; then
