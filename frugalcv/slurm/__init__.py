@@ -1,0 +1,1 @@
+"""Slurm: the dev cluster, sbatch parameters, torch.distributed set-up inside jobs."""
