@@ -1,4 +1,4 @@
-"""Real parts for integration tests: an S3 endpoint (moto's server) on 127.0.0.1."""
+"""Real parts for integration tests: an S3 endpoint (moto's server) on 127.0.0.1, a local Slurm cluster."""
 
 import os
 import shutil
@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from realparts import skip_or_fail
+
+from frugalcv.slurm import cluster
 
 
 def free_port() -> int:
@@ -74,3 +76,27 @@ def s3_bucket(s3_endpoint):
 
     fsspec.filesystem("s3").invalidate_cache()
     return name
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A 2-node cluster for the session; sets SLURM_CONF so that submitit's sbatch/squeue find it."""
+    try:
+        cluster.preflight()
+    except cluster.SlurmClusterError as e:
+        skip_or_fail(str(e))
+    root = tmp_path_factory.mktemp("slurm")
+    hosts_before = cluster.HOSTS.read_text()
+    saved = os.environ.get("SLURM_CONF")
+    status = cluster.cluster_up(nodes=2, root=root)
+    os.environ.update(cluster.cluster_env(root))
+    try:
+        yield status
+    finally:
+        if saved is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = saved
+        cluster.cluster_down(root)
+        assert not cluster.cluster_status(root)["running"]
+        assert cluster.HOSTS.read_text() == hosts_before

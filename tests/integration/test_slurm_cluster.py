@@ -5,12 +5,10 @@ missing part fails the test instead of skipping it.
 """
 
 import json
-import os
 import subprocess
 import time
 
 import pytest
-from realparts import skip_or_fail
 
 from frugalcv.slurm import cluster
 from frugalcv.slurm.distributed import probe
@@ -18,30 +16,6 @@ from frugalcv.slurm.jobs import SlurmJobError, wait_for_results
 from frugalcv.slurm.sbatch import make_executor
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
-    """A 2-node cluster for the session; sets SLURM_CONF so that submitit's sbatch/squeue find it."""
-    try:
-        cluster.preflight()
-    except cluster.SlurmClusterError as e:
-        skip_or_fail(str(e))
-    root = tmp_path_factory.mktemp("slurm")
-    hosts_before = cluster.HOSTS.read_text()
-    saved = os.environ.get("SLURM_CONF")
-    status = cluster.cluster_up(nodes=2, root=root)
-    os.environ.update(cluster.cluster_env(root))
-    try:
-        yield status
-    finally:
-        if saved is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = saved
-        cluster.cluster_down(root)
-        assert not cluster.cluster_status(root)["running"]
-        assert cluster.HOSTS.read_text() == hosts_before
 
 
 def test_cluster_is_up_with_idle_nodes(slurm_cluster):
