@@ -5,6 +5,7 @@
 set -euo pipefail
 need=()
 command -v g++ >/dev/null || need+=(g++)
+command -v ninja >/dev/null || need+=(ninja-build)  # DeepSpeed compiles its CPU comm op on first use
 command -v slurmctld >/dev/null || need+=(slurmctld)
 command -v slurmd >/dev/null || need+=(slurmd)
 command -v sbatch >/dev/null || need+=(slurm-client)

@@ -36,11 +36,30 @@ def _dist_rank_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def _seed_batch(seed_base: tuple, lo: int) -> None:
+    """Reseed python/numpy/torch RNGs from the batch's first global position.
+
+    Random augmentations then depend only on (seed, epoch, position), so a run resumed
+    mid-epoch (same world size and batch size) transforms every sample exactly as the
+    uninterrupted run did, whatever the worker count.
+    """
+    import random
+
+    seed, epoch, start, rank, world = seed_base
+    position = start + lo * world + rank
+    s = int(np.random.SeedSequence([int(seed), int(epoch), int(position), 0xA06]).generate_state(1)[0])
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
 class _EpochStream(IterableDataset):
     """One rank's batches of one epoch; split across DataLoader workers by batch index."""
 
-    def __init__(self, urls, firsts, ids, batches, transform, collate, on_error, max_skipped):
+    def __init__(self, urls, firsts, ids, batches, transform, collate, on_error, max_skipped, seed_base=None):
         self.urls, self.firsts, self.ids, self.batches = urls, firsts, ids, batches
+        #: (seed, epoch, start, rank, world): random transforms are reseeded per batch from these
+        self.seed_base = seed_base
         self.transform, self.collate = transform, collate
         self.on_error, self.max_skipped = on_error, max_skipped
 
@@ -60,6 +79,8 @@ class _EpochStream(IterableDataset):
         skipped = 0
         for b in mine:
             lo, hi = self.batches[b]
+            if self.transform is not None and self.seed_base is not None:
+                _seed_batch(self.seed_base, lo)
             samples = []
             for gid in self.ids[lo:hi].tolist():
                 if gid not in cache:
@@ -170,7 +191,8 @@ class ShardLoader:
         ids, batches = self._plan()
         start = self.position
         stream = _EpochStream(
-            self._urls, self._firsts, ids, batches, self.transform, self.collate, self.on_error, self.max_skipped
+            self._urls, self._firsts, ids, batches, self.transform, self.collate, self.on_error, self.max_skipped,
+            seed_base=(self.seed, self.epoch, start, self.rank, self.world_size),
         )
         if self.num_workers > 0:
             it = iter(
@@ -180,6 +202,8 @@ class ShardLoader:
                     num_workers=self.num_workers,
                     prefetch_factor=self.prefetch_factor,
                     pin_memory=self.pin_memory,
+                    # worker seeds from (seed, epoch, rank), not from the global torch RNG
+                    generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1009 + self.rank),
                 )
             )
         else:

@@ -122,3 +122,27 @@ def test_state_for_another_dataset_is_refused(dataset, tmp_path):
     write_shards("synthetic-test", "8", str(tmp_path), split="train", progress=False)
     with pytest.raises(FrugalError, match="dataset of 61 samples"):
         ShardLoader(str(tmp_path / "train"), 2).load_state_dict(ShardLoader(dataset, 2).state_dict())
+
+
+def test_random_transforms_resume_exactly(dataset):
+    import torch
+
+    def jitter(s):
+        return {"key": s["key"], "noise": torch.rand(()).item() + float(np.random.rand())}
+
+    def run(state=None, steps=None, workers=2):
+        lo = ShardLoader(dataset, 4, num_workers=workers, seed=5, transform=jitter)
+        if state:
+            lo.load_state_dict(state)
+        out = []
+        for i, b in enumerate(lo):
+            out += list(zip(b["key"], b["noise"].tolist(), strict=True))
+            if steps is not None and i + 1 == steps:
+                return out, lo.state_dict()
+        return out, lo.state_dict()
+
+    full, _ = run()
+    torch.manual_seed(123)  # the global RNG must not matter
+    head, state = run(steps=3, workers=1)
+    tail, _ = run(state=state, workers=2)
+    assert head + tail == full
