@@ -1,8 +1,15 @@
-"""CLI commands for pipelines (run, status, resume, ...): added as the workflows land."""
+"""CLI commands for pipelines: run, status, resume, cancel, sweep, sync, and the dev ``cluster``.
+
+Commands that take a RUN (an id, or ``latest``) find the runs folder this way: ``--root ROOT``
+(the pipeline's ``storage.root``), else ``--pipeline FILE`` (its ``storage.root`` after any
+``-o``), else ``$FRUGALCV_ROOT``, else ``./frugalcv-runs`` — the shipped pipelines' default
+root, so ``frugalcv status latest`` works from the folder the pipeline was run from.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 
 
 def cmd_cluster(args) -> int:
@@ -30,8 +37,166 @@ def cmd_cluster(args) -> int:
     return 0 if st["running"] else 1
 
 
+def _root(args) -> str:
+    from frugalcv.workflows.config import DEFAULT_ROOT, load_pipeline
+
+    if getattr(args, "root", None):
+        return os.path.abspath(args.root) if "://" not in args.root else args.root.rstrip("/")
+    if getattr(args, "pipeline", None):
+        return load_pipeline(args.pipeline, args.override or []).storage.root
+    return os.path.abspath(os.environ.get("FRUGALCV_ROOT") or DEFAULT_ROOT)
+
+
+def _dry_run(cfg) -> None:
+    from frugalcv.workflows.plan import render_plan, render_sbatch, run_folder
+
+    print(render_plan(cfg), end="")
+    if not cfg.storage.is_local:
+        print(f"\n(no sbatch scripts: storage.root {cfg.storage.root} is not a local folder for Slurm logs)")
+        return
+    folder = run_folder(cfg, "<run-id>")
+    for stage in cfg.stages:
+        print(f"\n--- sbatch for stage {stage.name} ---")
+        print(render_sbatch(cfg, stage.name, folder), end="")
+
+
+def cmd_run(args) -> int:
+    from frugalcv.workflows.config import load_pipeline
+    from frugalcv.workflows.runner import run_pipeline
+
+    cfg = load_pipeline(args.pipeline, args.override or [])
+    if args.executor:
+        cfg.executor.kind = args.executor
+    if args.dry_run:
+        _dry_run(cfg)
+        return 0
+    run_pipeline(cfg, args.executor, track=not args.no_track)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from frugalcv.errors import FrugalError
+    from frugalcv.workflows.config import load_pipeline
+    from frugalcv.workflows.overrides import parse_sweep
+    from frugalcv.workflows.runner import key_metrics, run_pipeline, status
+
+    combos = parse_sweep(args.override or [])
+    configs = [(combo, load_pipeline(args.pipeline, combo)) for combo in combos]  # validate all first
+    print(f"sweep: {len(configs)} run(s), one pipeline run each (sequential)")
+    if args.dry_run:
+        for combo, cfg in configs:
+            print(f"\n=== {' '.join(combo)}")
+            _dry_run(cfg)
+        return 0
+    rows, failed = [], 0
+    for combo, cfg in configs:
+        swept = " ".join(c for c in combo if c not in (args.override or []))
+        try:
+            rid = run_pipeline(cfg, args.executor, track=not args.no_track)
+            last = status(rid, cfg.storage.root)["stages"][-1]
+            rows.append((rid, swept, "finished", key_metrics(last["metrics"], 3)))
+        except FrugalError as e:
+            failed += 1
+            rows.append(("-", swept, "failed", {}))
+            print(f"error: {e}")
+    print("\nsweep results")
+    for rid, swept, state, metrics in rows:
+        print(f"  {rid:22s} {swept:40s} {state:9s} " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return 1 if failed else 0
+
+
+def cmd_status(args) -> int:
+    from frugalcv.workflows.runner import results_table, status
+
+    st = status(args.run, _root(args))
+    if args.json:
+        print(json.dumps(st, indent=1))
+    else:
+        print(f"pipeline {st['pipeline']} run {st['run_id']}: {st['status']} (executor {st['executor']})")
+        print(results_table(st))
+        for s in st["stages"]:
+            if s["error"]:
+                print(f"\n[{s['stage']}] {s['state']}:\n{s['error']}")
+    return 0 if st["status"] in ("finished", "running") else 1
+
+
+def cmd_resume(args) -> int:
+    from frugalcv.workflows.runner import resume_run
+
+    resume_run(args.run, _root(args), args.executor)
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from frugalcv.workflows.runner import cancel
+
+    st = cancel(args.run, _root(args))
+    print(f"run {st['run_id']}: {st['status']}")
+    return 0
+
+
+def cmd_sync(args) -> int:
+    from frugalcv.workflows.lineage import run_url
+    from frugalcv.workflows.runner import resolve_run_id
+    from frugalcv.workflows.tracking import sync_run
+
+    root = _root(args)
+    rid = resolve_run_id(args.run, root)
+    report = sync_run(run_url(root, rid), uri=args.uri)
+    print(f"run {rid}: {report.sent} record(s) sent, {report.already_sent} already sent, "
+          f"{len(report.failed)} rejected, {report.remaining} left (store unreachable)")
+    for line in report.failed:
+        print(f"  rejected: {line}")
+    return 0 if not report.failed and not report.remaining else 1
+
+
+def _run_locator(p) -> None:
+    p.add_argument("run", help="run id, or 'latest'")
+    p.add_argument("--root", help="the pipeline's storage.root (default: see --pipeline)")
+    p.add_argument("--pipeline", help="take storage.root from this pipeline file (else $FRUGALCV_ROOT, "
+                   "else ./frugalcv-runs)")
+    p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="override for --pipeline")
+
+
 def add_commands(sub) -> None:
     """Register the workflow subcommands on the ``frugalcv`` parser."""
+    executors = ("inline", "local", "slurm")
+    r = sub.add_parser("run", help="run a pipeline (prints the run id, then a results table)")
+    r.add_argument("pipeline", help="pipeline YAML file")
+    r.add_argument("-o", "--override", action="append", metavar="KEY=VALUE",
+                   help="e.g. -o stages.pretrain.epochs=2 (repeatable)")
+    r.add_argument("--executor", choices=executors, help="default: the file's executor.kind")
+    r.add_argument("--dry-run", action="store_true", help="print the plan and each stage's sbatch script")
+    r.add_argument("--no-track", action="store_true", help="no MLflow tracking (lineage and cache still work)")
+    r.set_defaults(fn=cmd_run)
+
+    sw = sub.add_parser("sweep", help="one pipeline run per value of comma-list overrides (-o k=2,5,10)")
+    sw.add_argument("pipeline")
+    sw.add_argument("-o", "--override", action="append", metavar="KEY=V1,V2,...")
+    sw.add_argument("--executor", choices=executors)
+    sw.add_argument("--dry-run", action="store_true")
+    sw.add_argument("--no-track", action="store_true")
+    sw.set_defaults(fn=cmd_sweep)
+
+    st = sub.add_parser("status", help="a run's stages, states, metrics (exit 1 when failed/cancelled)")
+    _run_locator(st)
+    st.add_argument("--json", action="store_true", help="the schema of frugalcv.workflows.runner.status")
+    st.set_defaults(fn=cmd_status)
+
+    rs = sub.add_parser("resume", help="continue a run: done stages stay, the interrupted one resumes")
+    _run_locator(rs)
+    rs.add_argument("--executor", choices=executors, help="default: the executor the run used")
+    rs.set_defaults(fn=cmd_resume)
+
+    ca = sub.add_parser("cancel", help="scancel the run's Slurm jobs / stop its local stages; mark it cancelled")
+    _run_locator(ca)
+    ca.set_defaults(fn=cmd_cancel)
+
+    sy = sub.add_parser("sync", help="replay the run's MLflow outbox (records queued while the store was down)")
+    _run_locator(sy)
+    sy.add_argument("--uri", help="send to this tracking URI instead of the one each record was made for")
+    sy.set_defaults(fn=cmd_sync)
+
     c = sub.add_parser(
         "cluster", help="a real single-host Slurm cluster for trying the Slurm executor (root)"
     )

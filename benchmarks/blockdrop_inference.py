@@ -1,0 +1,167 @@
+"""BlockDrop inference on CPU: does skipping blocks save time in proportion to FLOPs?
+
+CIFAR ResNet-110, eval mode, ``torch.inference_mode``, default thread count. Three ways to run a
+batch: (1) the full network; (2) dynamic execution (``forward_dynamic``: each block's residual
+runs only on the rows that keep it) under a per-image policy keeping ~17 of 54 blocks, timed
+together with the policy network's forward on the same batch; (3) masking (every block computed,
+the kept rows selected afterwards, as in training). Calls are interleaved round-robin after a
+warm-up and the median is reported. ``--channels-last`` and ``--fuse-bn`` (BN folded into the
+convs) apply to all three variants alike, so the comparison stays fair.
+
+The per-image keep masks are Bernoulli samples with per-block probabilities whose sum is
+``--blocks`` (default 17, the dissertation's 16.9 for R110 at gamma=10). ``--probs spread``
+(default) draws the probabilities U-shaped (most blocks near 0 or 1, as trained policies are:
+469 distinct policies over 10k test images); ``--probs uniform`` gives every block the same
+probability, the worst case for gather/scatter since every block then runs on a partial batch.
+
+FLOPs (conv + linear, 2 per MAC, per image) come from ``frugalcv.models.flops``: the dynamic
+side is the mean over the batch of the per-image cost under its mask plus the policy network.
+The last line printed is JSON; ``speedup_over_flops_ratio`` = (full/dynamic time) divided by
+(full/dynamic FLOPs): 1.0 means time saved exactly in proportion to FLOPs saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+
+from frugalcv.models import block_flops, build_model, count_flops, fuse_batchnorm, policy_flops
+
+
+def keep_probabilities(num_blocks: int, mean_kept: float, mode: str, gen: torch.Generator) -> torch.Tensor:
+    """Per-block keep probabilities [K] summing to ``mean_kept``."""
+    if mode == "uniform":
+        return torch.full((num_blocks,), mean_kept / num_blocks, dtype=torch.float64)
+    z = 3.0 * torch.randn(num_blocks, generator=gen, dtype=torch.float64)
+    lo, hi = -30.0, 30.0
+    for _ in range(100):  # bisection on the shift so that sum(sigmoid(z + shift)) = mean_kept
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if torch.sigmoid(z + mid).sum() < mean_kept else (lo, mid)
+    return torch.sigmoid(z + (lo + hi) / 2)
+
+
+def time_interleaved(fns: dict, warmup: int, repeats: int) -> tuple[dict, dict]:
+    """Wall and process-CPU milliseconds per call, per variant.
+
+    The order rotates each round so drift hits all variants equally. CPU time is the steadier
+    measure on a busy machine when running one thread (with several, idle OpenMP threads spin).
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fns[name]()
+            wall[name].append((time.perf_counter() - start) * 1e3)
+            cpu[name].append((time.process_time() - start_cpu) * 1e3)
+    return wall, cpu
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--blocks", type=float, default=17.0, help="mean number of blocks kept")
+    parser.add_argument("--probs", choices=["spread", "uniform"], default="spread")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--channels-last", action="store_true", help="NHWC for all three variants")
+    parser.add_argument("--fuse-bn", action="store_true", help="fold BN into convs for all three variants")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave as is)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    model = build_model("cifar_resnet110").eval()
+    policy = build_model("policy_resnet8_cifar", num_blocks=model.num_blocks).eval()
+    x = torch.randn(args.batch, 3, 32, 32, generator=gen)
+    if args.fuse_bn:
+        model, policy = fuse_batchnorm(model), fuse_batchnorm(policy)
+    if args.channels_last:
+        model, policy = (m.to(memory_format=torch.channels_last) for m in (model, policy))
+        x = x.contiguous(memory_format=torch.channels_last)
+    probs_K = keep_probabilities(model.num_blocks, args.blocks, args.probs, gen)
+    keep = torch.bernoulli(probs_K.expand(args.batch, -1), generator=gen).float()
+
+    base, per_block = block_flops(model)
+    flops_full = base + sum(per_block)
+    policy_cost = count_flops(policy)
+    flops_dynamic = policy_flops(keep, base, per_block, policy_cost).mean().item()
+
+    with torch.inference_mode():
+        max_diff = (model.forward_dynamic(x, keep) - model(x, keep)).abs().max().item()
+
+        def dynamic():
+            policy(x)  # the decision is part of the dynamic cost; keep is pre-sampled
+            return model.forward_dynamic(x, keep)
+
+        samples, cpu_samples = time_interleaved(
+            {"full": lambda: model(x), "dynamic": dynamic, "masked": lambda: model(x, keep)},
+            args.warmup,
+            args.repeats,
+        )
+        policy_ms = statistics.median(
+            time_interleaved({"policy": lambda: policy(x)}, 1, args.repeats)[0]["policy"]
+        )
+    ms = {name: statistics.median(v) for name, v in samples.items()}
+    best = {name: min(v) for name, v in samples.items()}  # least disturbed by other processes
+    cpu_ms = {name: statistics.median(v) for name, v in cpu_samples.items()}
+
+    kept = keep.sum(1)
+    blocks_any = int((keep.sum(0) > 0).sum())
+    blocks_all = int((keep.sum(0) == args.batch).sum())
+    ratio = (ms["full"] / ms["dynamic"]) / (flops_full / flops_dynamic)
+    ratio_best = (best["full"] / best["dynamic"]) / (flops_full / flops_dynamic)
+    ratio_cpu = (cpu_ms["full"] / cpu_ms["dynamic"]) / (flops_full / flops_dynamic)
+    print(f"CIFAR ResNet-110, batch {args.batch}, {torch.get_num_threads()} threads, probs={args.probs}")
+    print(f"  blocks kept per image: {kept.mean():.1f} +- {kept.std():.1f} of {model.num_blocks}")
+    print(f"  blocks run by some row: {blocks_any}, by every row: {blocks_all}")
+    print(f"  full     {ms['full']:8.1f} ms   {flops_full:.3e} FLOPs/image")
+    print(
+        f"  dynamic  {ms['dynamic']:8.1f} ms   {flops_dynamic:.3e} FLOPs/image (policy net {policy_ms:.1f} ms)"
+    )
+    print(f"  masked   {ms['masked']:8.1f} ms")
+    print(f"  time speedup {ms['full'] / ms['dynamic']:.2f}x, FLOPs ratio {flops_full / flops_dynamic:.2f}x")
+    print(
+        f"  speedup / FLOPs ratio: {ratio:.3f} from medians, {ratio_best:.3f} from fastest runs, "
+        f"{ratio_cpu:.3f} from CPU time (full {cpu_ms['full']:.0f}, dynamic {cpu_ms['dynamic']:.0f} ms)"
+    )
+    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (others' work inflates timings)")
+    print(f"  dynamic vs masked max |diff| {max_diff:.2e}")
+    result = {
+        "full_ms": round(ms["full"], 2),
+        "dynamic_ms": round(ms["dynamic"], 2),
+        "masked_ms": round(ms["masked"], 2),
+        "policy_ms": round(policy_ms, 2),
+        "flops_full": flops_full,
+        "flops_dynamic": round(flops_dynamic),
+        "blocks_kept_mean": round(kept.mean().item(), 2),
+        "speedup_over_flops_ratio": round(ratio, 3),
+        "speedup_over_flops_ratio_min": round(ratio_best, 3),
+        "speedup_over_flops_ratio_cpu": round(ratio_cpu, 3),
+        "cpu_ms": {name: round(v, 1) for name, v in cpu_ms.items()},
+        "repeats": args.repeats,
+        "loadavg": round(os.getloadavg()[0], 2),
+        "batch": args.batch,
+        "threads": torch.get_num_threads(),
+        "probs": args.probs,
+        "channels_last": args.channels_last,
+        "fuse_bn": args.fuse_bn,
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Architectures only (no I/O, tracking or distributed code): BlockDrop ResNets and policy nets.
+
+Every registered model has a tiny flavour for tests: ``build_model(name, debug=True)``.
+"""
+
+from frugalcv.models import policy, resnet  # noqa: F401  (registers the models)
+from frugalcv.models.blocks import BasicBlock, Bottleneck, DroppableBlock
+from frugalcv.models.flops import block_flops, count_flops, flops_report, policy_flops
+from frugalcv.models.fuse import fuse_batchnorm
+from frugalcv.models.policy import PolicyNet
+from frugalcv.models.registry import UnknownModelError, build_model, list_models, register_model
+from frugalcv.models.resnet import BlockDropResNet
+
+__all__ = [
+    "BasicBlock",
+    "BlockDropResNet",
+    "Bottleneck",
+    "DroppableBlock",
+    "PolicyNet",
+    "UnknownModelError",
+    "block_flops",
+    "count_flops",
+    "flops_report",
+    "fuse_batchnorm",
+    "list_models",
+    "policy_flops",
+    "build_model",
+    "register_model",
+]

@@ -1,0 +1,202 @@
+"""ResNets whose residual blocks can be dropped per image (BlockDrop).
+
+``forward(x, keep)`` is the masked executor used in training: every block runs on the whole
+batch and each row then takes either the block output or the block's shortcut. Dropped
+identity blocks therefore pass their input through (y_{i+1} = y_i); dropped downsampling blocks
+still run their shortcut (parameter-free on CIFAR, 1x1 conv + BN on ImageNet, as the official
+code does). ``forward_dynamic(x, keep)`` gives the same result in eval mode but runs each
+block's residual branch only on the rows that keep it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from frugalcv.models.blocks import BasicBlock, Bottleneck, DroppableBlock, conv3x3
+from frugalcv.models.registry import register_model
+
+
+class ResNetTrunk(nn.Module):
+    """Stem + residual segments with torchvision's parameter names (conv1, bn1, layerN)."""
+
+    def __init__(
+        self,
+        block: type[DroppableBlock],
+        layers: list[int],
+        widths: list[int],
+        *,
+        stem_width: int,
+        imagenet_stem: bool,
+        shortcut: str,
+        input_size: tuple[int, int, int],
+    ):
+        super().__init__()
+        if imagenet_stem:  # 7x7/2 conv + 3x3/2 max pool
+            self.conv1 = nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False)
+        else:  # CIFAR: one 3x3 conv at full resolution
+            self.conv1 = conv3x3(3, stem_width)
+        self.bn1 = nn.BatchNorm2d(stem_width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if imagenet_stem else None
+        in_ch = stem_width
+        for i, (n, width) in enumerate(zip(layers, widths, strict=True)):
+            segment = []
+            for b in range(n):
+                stride = 2 if i > 0 and b == 0 else 1
+                segment.append(block(in_ch, width, stride, shortcut))
+                in_ch = width * block.expansion
+            self.add_module(f"layer{i + 1}", nn.Sequential(*segment))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.layer_config = tuple(layers)
+        self.feature_dim = in_ch
+        self.input_size = tuple(input_size)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def blocks(self) -> list[DroppableBlock]:
+        """All residual blocks in execution order (index k = policy column k)."""
+        return [b for i in range(len(self.layer_config)) for b in getattr(self, f"layer{i + 1}")]
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        return x if self.maxpool is None else self.maxpool(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.avgpool(x), 1)
+
+
+class BlockDropResNet(ResNetTrunk):
+    """A classifier ResNet with per-image block dropping; ``num_blocks`` = K policy columns."""
+
+    def __init__(self, *args, num_classes: int, policy_name: str, debug: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fc = nn.Linear(self.feature_dim, num_classes)
+        self.num_blocks = sum(self.layer_config)
+        self.num_classes = num_classes
+        self.policy_name = policy_name  # registry name of the matching policy network
+        self.debug = debug
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits; ``keep`` [B, K] (bool or float, None = all blocks) masks blocks per row."""
+        keep = self._check_keep(keep, x)
+        x = self.stem(x)
+        for k, block in enumerate(self.blocks):
+            x = block(x) if keep is None else block(x, keep[:, k])
+        return self.fc(self.pool(x))
+
+    @torch.no_grad()
+    def forward_dynamic(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Inference that skips work: block k's residual runs only on the rows keeping it.
+
+        Equals ``forward(x, keep)`` in eval mode up to float rounding (a conv over a subset of
+        rows may sum in another order); bit-exact for blocks that every row keeps. ``keep``
+        must be 0/1. No gradients.
+        """
+        if self.training:
+            raise RuntimeError("forward_dynamic needs eval mode (BN running statistics); call .eval()")
+        keep = self._check_keep(keep, x)
+        rows = self._rows_per_block(keep, x.device)
+        x = self.stem(x)
+        for block, idx in zip(self.blocks, rows, strict=True):
+            if idx is _ALL:
+                x = block(x)
+            elif idx is _NONE:
+                x = block.shortcut(x)
+            else:
+                x_kept = x.index_select(0, idx)
+                out = block.residual(x_kept)
+                if block.downsample is None:
+                    out += x_kept
+                    skipped = x  # produced by this method, safe to overwrite
+                else:
+                    skipped = block.shortcut(x)
+                    out += skipped.index_select(0, idx)
+                x = skipped.index_copy_(0, idx, F.relu(out, inplace=True))
+        return self.fc(self.pool(x))
+
+    def _check_keep(self, keep: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+        if keep is None:
+            return None
+        expected = (x.shape[0], self.num_blocks)
+        if keep.dim() != 2 or tuple(keep.shape) != expected:
+            raise ValueError(f"keep must have shape [B, K] = {list(expected)}, got {list(keep.shape)}")
+        if keep.dtype != torch.bool and not keep.is_floating_point():
+            keep = keep.to(x.dtype)
+        return keep
+
+    def _rows_per_block(self, keep: torch.Tensor, device: torch.device) -> list:
+        keep_KB = keep.detach().to("cpu").t()
+        if keep_KB.dtype != torch.bool:
+            if not bool(((keep_KB == 0) | (keep_KB == 1)).all()):
+                raise ValueError("forward_dynamic needs a 0/1 keep mask (threshold or sample the policy)")
+            keep_KB = keep_KB != 0
+        counts = keep_KB.sum(1).tolist()
+        batch = keep_KB.shape[1]
+        rows = []
+        for k, n in enumerate(counts):
+            if n == batch:
+                rows.append(_ALL)
+            elif n == 0:
+                rows.append(_NONE)
+            else:
+                rows.append(keep_KB[k].nonzero().squeeze(1).to(device, non_blocking=True))
+        return rows
+
+
+_ALL = object()
+_NONE = object()
+
+
+def _cifar_resnet(blocks_per_segment: int, num_classes: int, debug: bool, debug_blocks: int):
+    n = debug_blocks if debug else blocks_per_segment
+    widths = [4, 8, 16] if debug else [16, 32, 64]
+    return BlockDropResNet(
+        BasicBlock,
+        [n, n, n],
+        widths,
+        stem_width=widths[0],
+        imagenet_stem=False,
+        shortcut="zero_pad",
+        input_size=(3, 32, 32),
+        num_classes=num_classes,
+        policy_name="policy_resnet8_cifar",
+        debug=debug,
+    )
+
+
+@register_model
+def cifar_resnet32(num_classes: int = 10, debug: bool = False) -> BlockDropResNet:
+    """CIFAR ResNet-32: 15 basic blocks (3 x 5, 16/32/64 ch), parameter-free shortcuts; debug: 6 tiny blocks."""
+    return _cifar_resnet(5, num_classes, debug, debug_blocks=2)
+
+
+@register_model
+def cifar_resnet110(num_classes: int = 10, debug: bool = False) -> BlockDropResNet:
+    """CIFAR ResNet-110: 54 basic blocks (3 x 18, 16/32/64 ch), parameter-free shortcuts; debug: 9 tiny blocks."""
+    return _cifar_resnet(18, num_classes, debug, debug_blocks=3)
+
+
+@register_model
+def imagenet_resnet101(num_classes: int = 1000, debug: bool = False) -> BlockDropResNet:
+    """ImageNet ResNet-101: 33 bottlenecks [3, 4, 23, 3], loads torchvision weights; debug: 5 tiny blocks."""
+    layers = [1, 1, 2, 1] if debug else [3, 4, 23, 3]
+    widths = [4, 8, 16, 32] if debug else [64, 128, 256, 512]
+    return BlockDropResNet(
+        Bottleneck,
+        layers,
+        widths,
+        stem_width=8 if debug else 64,
+        imagenet_stem=True,
+        shortcut="conv",
+        input_size=(3, 64, 64) if debug else (3, 224, 224),
+        num_classes=num_classes,
+        policy_name="policy_resnet10_imagenet",
+        debug=debug,
+    )

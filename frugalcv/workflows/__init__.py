@@ -1,0 +1,1 @@
+"""Stages, the shared trainer loop and pipelines."""

@@ -1,0 +1,217 @@
+"""Where a stage runs: ``inline`` (this process), ``local`` (child processes), ``slurm`` (submitit).
+
+All three run :func:`frugalcv.workflows.stages.entry.run_spec` on the same JSON stage spec, so
+the stage code is identical. ``run(spec, cfg)`` returns rank 0's result dict or raises
+:class:`StageFailed` with the log tail. ``local`` starts ``nodes × tasks_per_node`` processes of
+``python -m frugalcv.workflows.stages.entry`` (gloo rendezvous on 127.0.0.1), logs in
+``<run>/logs/<stage>.rank<r>.log``. ``slurm`` submits with ``submitit.SlurmExecutor`` and the
+exact parameters of :func:`frugalcv.workflows.plan.sbatch_parameters` (what ``--dry-run`` prints)
+into ``<run>/slurm/%j`` (a fresh folder per job id); the job is a Checkpointable
+:class:`frugalcv.workflows.preemption.StageJob`: on USR2 (preemption, timeout) the stage's
+``PreemptionHook`` checkpoints at the next step boundary, submitit requeues the job, and the
+requeued job resumes from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import redirect_stdout
+from typing import Any
+
+import submitit
+
+from frugalcv.errors import ConfigError, FrugalError
+from frugalcv.workflows.config import PipelineConfig
+from frugalcv.workflows.lineage import tail
+
+KINDS = ("inline", "local", "slurm")
+
+
+class StageFailed(FrugalError):
+    """A stage ended without a result; ``log_tail`` holds the end of its log."""
+
+    def __init__(self, message: str, log_tail: str = ""):
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for s in self.streams:
+            s.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for s in self.streams:
+            s.flush()
+
+
+class InlineExecutor:
+    """Run the stage in this process (world size 1); output is also written to the stage log."""
+
+    kind = "inline"
+
+    def run(self, spec: dict[str, Any], cfg: PipelineConfig, on_job: Callable[[str], None] | None = None) -> dict:
+        from frugalcv.workflows.stages.entry import run_spec
+
+        log_path = spec["log_path"]
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        with open(log_path, "a") as log, redirect_stdout(_Tee(sys.stdout, log)):
+            try:
+                return run_spec(spec, printer=print)
+            except FrugalError:
+                raise
+            except Exception as e:
+                log.write(traceback.format_exc())
+                log.flush()
+                raise StageFailed(f"{type(e).__name__}: {e}", _read_tail(log_path, 40)) from e
+
+
+def _which(name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _read_tail(path: str, lines: int = 40) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return tail(f.read(), lines)
+    except OSError:
+        return ""
+
+
+class LocalExecutor:
+    """Child processes on this machine, one per rank (``nodes × tasks_per_node`` of the stage)."""
+
+    kind = "local"
+
+    def __init__(self, timeout_s: float | None = None):
+        self.timeout_s = timeout_s
+
+    def run(self, spec: dict[str, Any], cfg: PipelineConfig, on_job: Callable[[str], None] | None = None) -> dict:
+        r = cfg.stage_resources(spec["stage"])
+        world = r.nodes * r.tasks_per_node
+        spec_path = os.path.join(spec["output_dir"], "spec.json")
+        os.makedirs(spec["output_dir"], exist_ok=True)
+        with open(spec_path, "w") as f:
+            json.dump(spec, f, indent=1, sort_keys=True)
+        if os.path.exists(spec["result_path"]):
+            os.remove(spec["result_path"])
+        port = _free_port()
+        procs, logs = [], []
+        for rank in range(world):
+            env = dict(os.environ)
+            if world > 1:
+                env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                           MASTER_PORT=str(port))
+            log_path = spec["log_path"] if rank == 0 else spec["log_path"].replace(".log", f".rank{rank}.log")
+            logs.append(log_path)
+            os.makedirs(os.path.dirname(log_path), exist_ok=True)
+            with open(log_path, "ab") as log:
+                procs.append(subprocess.Popen([sys.executable, "-m", "frugalcv.workflows.stages.entry", spec_path],
+                                              stdout=log, stderr=subprocess.STDOUT, env=env))
+            if on_job is not None:
+                on_job(f"pid:{procs[-1].pid}")
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        codes = [None] * world
+        while any(c is None for c in codes):
+            codes = [p.poll() for p in procs]
+            if any(c not in (None, 0, 3) for c in codes):  # one rank died: the others would hang
+                for p in procs:
+                    if p.poll() is None:
+                        p.terminate()
+                for p in procs:
+                    p.wait(30)
+                codes = [p.returncode for p in procs]
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                for p in procs:
+                    p.kill()
+                raise StageFailed(f"stage {spec['stage']} ran past {self.timeout_s}s", _read_tail(logs[0]))
+            time.sleep(0.2)
+        if any(c not in (0, 3) for c in codes) or not os.path.exists(spec["result_path"]):
+            bad = next((i for i, c in enumerate(codes) if c not in (0, 3)), 0)
+            text = _read_tail(logs[bad])
+            last = next((line for line in reversed(text.splitlines()) if line.strip()), "")
+            raise StageFailed(f"{last} (rank {bad} exited with code {codes[bad]}; log {logs[bad]})", text)
+        with open(spec["result_path"]) as f:
+            return json.load(f)
+
+
+def stage_job(resume_from: str | None, spec: dict[str, Any]) -> dict[str, Any]:
+    """The body of a stage's Slurm job (every task runs it); the stage resumes by itself from the
+    newest checkpoint in ``spec["checkpoint_dir"]``, which is also ``resume_from``."""
+    from frugalcv.workflows.stages.entry import run_spec
+
+    return run_spec(spec, printer=lambda text: print(text, flush=True), raise_preempted=True)
+
+
+class SlurmExecutor:
+    """sbatch through submitit; waits with ``wait_for_results`` (works without accounting)."""
+
+    kind = "slurm"
+
+    def __init__(self, timeout_s: float | None = None, poll_s: float = 1.0):
+        self.timeout_s, self.poll_s = timeout_s, poll_s
+
+    def executor(self, cfg: PipelineConfig, stage: str, run_folder: str) -> submitit.SlurmExecutor:
+        from frugalcv.workflows.plan import job_folder, sbatch_parameters
+
+        r = cfg.stage_resources(stage)
+        ex = submitit.SlurmExecutor(folder=job_folder(run_folder), max_num_timeout=r.max_requeues,
+                                    python=sys.executable)
+        ex.update_parameters(**sbatch_parameters(cfg, stage))
+        return ex
+
+    def run(self, spec: dict[str, Any], cfg: PipelineConfig, on_job: Callable[[str], None] | None = None) -> dict:
+        from frugalcv.slurm.jobs import SlurmJobError, wait_for_results
+        from frugalcv.workflows.preemption import StageJob
+
+        try:
+            job = self.executor(cfg, spec["stage"], spec["run_folder"]).submit(
+                StageJob(stage_job, spec, checkpoint_dir=spec["checkpoint_dir"]))
+        except (submitit.core.utils.FailedSubmissionError, submitit.core.utils.FailedJobError, OSError) as e:
+            hint = "" if os.environ.get("SLURM_CONF") or _which("sbatch") is None else \
+                " (no SLURM_CONF set: for the dev cluster run `frugalcv cluster up` and export what it prints)"
+            raise StageFailed(f"sbatch failed for stage {spec['stage']}: {str(e).strip().splitlines()[-1]}{hint}",
+                              str(e)) from None
+        if on_job is not None:
+            on_job(str(job.job_id))
+        print(f"stage {spec['stage']}: Slurm job {job.job_id} ({job.paths.folder})", flush=True)
+        try:
+            results = wait_for_results(job, timeout_s=self.timeout_s, poll_s=self.poll_s)
+        except SlurmJobError as e:
+            raise StageFailed(str(e).splitlines()[0], _read_tail(str(job.paths.stderr))) from None
+        except Exception as e:  # the job raised: submitit re-raises with the remote traceback
+            raise StageFailed(f"Slurm job {job.job_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                              tail(str(e), 30) or _read_tail(str(job.paths.stderr))) from None
+        return results[0] if isinstance(results, list) else results
+
+
+def make_stage_executor(kind: str | None, cfg: PipelineConfig):
+    kind = kind or cfg.executor.kind
+    if kind == "inline":
+        return InlineExecutor()
+    if kind == "local":
+        return LocalExecutor()
+    if kind == "slurm":
+        return SlurmExecutor()
+    raise ConfigError(f"executor {kind!r}: use one of {', '.join(KINDS)}")

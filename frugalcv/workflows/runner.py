@@ -1,0 +1,389 @@
+"""Run a pipeline: resolve references, fingerprint, skip cached stages, run the rest in order.
+
+    run_id = run_pipeline(load_pipeline("pipelines/blockdrop-demo.yaml"))   # prints the id, then a table
+    resume_run(run_id, root)        # finished stages stay; the interrupted one resumes from its checkpoint
+    status(run_id, root)            # the JSON below;  run_id may be "latest"
+    cancel(run_id, root)            # scancel the run's Slurm jobs / stop its local processes
+
+Layout (``lineage.py``): ``<storage.root>/runs/<run id>/run.json`` (run metadata, including the
+validated config so a run resumes without its YAML), ``stages/<stage>.json`` (a StageRecord per
+stage), ``stages/<stage>/`` (the stage's outputs, ``checkpoints/``, ``spec.json``, ``result.json``),
+``logs/<stage>.log``, ``slurm/<job id>/`` (submitit), and ``<storage.root>/cache/<fingerprint>.json``.
+
+``status()`` schema (``frugalcv status RUN --json`` prints exactly this)::
+
+    {
+      "run_id": str, "pipeline": str, "root": str, "run_folder": str,
+      "status": "running" | "finished" | "failed" | "cancelled",
+      "executor": "inline" | "local" | "slurm", "created": float (unix s), "ended": float | null,
+      "mlflow": {"uri": str, "experiment": str, "parent_run_id": str | null},
+      "stages": [                                  # pipeline order; stages not reached are "pending"
+        {"stage": str, "uses": str,
+         "state": "pending" | "running" | "finished" | "failed" | "cached" | "cancelled",
+         "fingerprint": str, "mlflow_run_id": str | null, "slurm_job_ids": [str],
+         "metrics": {str: float}, "outputs": {name: {"uri": str, "sha256": str}},
+         "error": str | null,                      # message + log tail of a failed stage
+         "cached_from": str | null,                # run id whose outputs a cached stage reuses
+         "attempts": int, "started": float | null, "ended": float | null, "seconds": float | null}
+      ]
+    }
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from typing import Any
+
+from frugalcv.errors import ConfigError, FrugalError
+from frugalcv.workflows import lineage as L
+from frugalcv.workflows.config import PipelineConfig, check_stage_functions, pipeline_from_dict
+from frugalcv.workflows.executors import StageFailed, make_stage_executor
+from frugalcv.workflows.plan import run_folder
+from frugalcv.workflows.schema import to_plain
+from frugalcv.workflows.stages import registered_stages, stage_origin
+from frugalcv.workflows.stages.entry import STOP_FILE
+
+log = logging.getLogger(__name__)
+
+#: metrics shown first in the results table, when a stage has them
+KEY_METRICS = ("accuracy", "val_accuracy", "val_blocks_mean", "blocks_mean", "flops_speedup", "val_flops_speedup",
+               "train_reward", "train_samples", "test_samples")
+#: checkpoint period (optimizer steps) of resumable stages when a stage's params do not say
+CHECKPOINT_EVERY = 50
+
+
+class PipelineFailed(FrugalError):
+    """A stage failed; the run's records say which and why (``frugalcv status RUN``)."""
+
+
+# ------------------------------------------------------------------------------------ tracking
+
+
+class _NoTracker:
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _tracker(cfg: PipelineConfig, run_id: str, enabled: bool):
+    if not enabled:
+        return _NoTracker()
+    from frugalcv.workflows.tracking import Tracker
+
+    if cfg.tracking.uri.startswith("sqlite:") and cfg.storage.is_local:
+        _local_experiment(cfg)
+    return Tracker(cfg.tracking.uri, root=cfg.storage.root, run_id=run_id, experiment=cfg.tracking.experiment)
+
+
+def _local_experiment(cfg: PipelineConfig) -> None:
+    """Create the experiment with its artifacts under ``<storage.root>/mlartifacts``: a database
+    store's default artifact root is ``./mlruns`` of whatever folder the command ran in."""
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient(cfg.tracking.uri)
+        if client.get_experiment_by_name(cfg.tracking.experiment) is None:
+            root = cfg.storage.root.removeprefix("file://")
+            client.create_experiment(cfg.tracking.experiment, artifact_location=os.path.join(root, "mlartifacts"))
+    except Exception as e:  # the Tracker degrades to its outbox; never stop a run for tracking
+        log.warning("could not prepare MLflow experiment %s: %s", cfg.tracking.experiment, e)
+
+
+# ------------------------------------------------------------------------------------ running
+
+
+def resolve_inputs(cfg: PipelineConfig, stage: str, store: L.RunStore) -> dict[str, str]:
+    """The stage's inputs with ``${stages.X.outputs.Y}`` replaced by X's recorded output URI."""
+    st = cfg.stage(stage)
+    refs = st.references()
+    out = {}
+    for name, url in st.inputs.items():
+        if name not in refs:
+            out[name] = url
+            continue
+        other, output = refs[name]
+        rec = store.read(other)
+        if rec is None or rec.state not in L.DONE:
+            raise ConfigError(f"stages.{stage}.inputs.{name}: stage {other!r} is not done "
+                              f"(state {rec.state if rec else 'not started'})")
+        if output not in rec.outputs:
+            raise ConfigError(f"stages.{stage}.inputs.{name}: stage {other!r} has no output {output!r}; "
+                              f"its outputs: {', '.join(rec.outputs) or 'none'}")
+        out[name] = rec.outputs[output]["uri"]
+    return out
+
+
+def stage_spec(cfg: PipelineConfig, stage: str, run_id: str, inputs: dict[str, str],
+               stage_run_id: str | None, track: bool) -> dict[str, Any]:
+    """The JSON spec every executor hands to ``stages.entry.run_spec``."""
+    st = cfg.stage(stage)
+    folder = run_folder(cfg, run_id)
+    out_dir = os.path.join(folder, "stages", stage)
+    params = dict(st.params)
+    every = int(params.pop("checkpoint_every", CHECKPOINT_EVERY))
+    return {
+        "pipeline": cfg.name, "run_id": run_id, "stage": stage, "uses": st.uses, "origin": stage_origin(st.uses),
+        "params": params, "inputs": inputs, "run_folder": folder, "output_dir": out_dir,
+        "checkpoint_dir": os.path.join(out_dir, "checkpoints"), "checkpoint_every": every,
+        "engine": st.engine, "deepspeed": None if st.deepspeed is None else to_plain(st.deepspeed),
+        "result_path": os.path.join(out_dir, "result.json"), "log_path": os.path.join(folder, "logs", f"{stage}.log"),
+        "tracking": {"uri": cfg.tracking.uri, "experiment": cfg.tracking.experiment, "root": cfg.storage.root,
+                     "stage_run_id": stage_run_id} if track else None,
+    }
+
+
+def _log_inputs(tracker, cfg: PipelineConfig, stage: str, inputs: dict[str, str], store: L.RunStore) -> list[str]:
+    """Inputs as MLflow datasets (shard manifests, parent checkpoints); returns the parents' run ids."""
+    refs = cfg.stage(stage).references()
+    parents = []
+    for name, url in inputs.items():
+        if name in refs:
+            rec = store.read(refs[name][0])
+            parents.append(rec.mlflow_run_id or "")
+            sha = rec.outputs[refs[name][1]]["sha256"]
+            if os.path.isdir(url) and os.path.exists(os.path.join(url, "manifest.json")):
+                tracker.log_input(url, context=name)
+            else:
+                tracker.log_checkpoint_input(url, sha, context=name)
+        elif os.path.exists(os.path.join(url, "manifest.json")):
+            tracker.log_input(url, context=name)
+    return parents
+
+
+def _run_stage(cfg: PipelineConfig, stage: str, store: L.RunStore, executor, tracker, parent: str | None,
+               track: bool, printer) -> L.StageRecord:
+    st = cfg.stage(stage)
+    fp = L.stage_fingerprint(cfg, stage, store)
+    old = store.read(stage)
+    if old is not None and old.state in L.DONE and old.fingerprint == fp:
+        return old  # resumed run: already done
+    hit = store.cache_lookup(fp)
+    if hit is not None:
+        rec = store.mark_cached(stage, hit)
+        if parent:
+            child = tracker.start_stage(parent, stage, fp, tags={"frugalcv.cached_from_run": hit.mlflow_run_id or "",
+                                                                 "frugalcv.cached_from": rec.cached_from or ""})
+            if child:
+                tracker.log_metrics(rec.metrics, run_id=child)
+                tracker.log_outputs(rec.outputs, run_id=child)
+                tracker.end_stage("cached", run_id=child)
+                rec = store.update(stage, mlflow_run_id=child)
+        printer(f"[{stage}] cached (fingerprint {fp[:12]}, outputs of run {rec.cached_from})")
+        return rec
+    inputs = resolve_inputs(cfg, stage, store)
+    child = old.mlflow_run_id if old is not None and old.fingerprint == fp else None
+    if parent and child:
+        tracker.resume_stage(child)
+    elif parent:
+        child = tracker.start_stage(parent, stage, fp, parent_stage_runs=_log_parents(cfg, stage, store))
+        if child:
+            tracker.log_params({"uses": st.uses, "engine": st.engine, **st.params}, run_id=child)
+            _log_inputs(tracker, cfg, stage, inputs, store)
+    store.update(stage, state="running", fingerprint=fp, mlflow_run_id=child, error=None)
+    printer(f"[{stage}] running {st.uses} ({executor.kind}, fingerprint {fp[:12]})")
+    spec = stage_spec(cfg, stage, store.run_id, inputs, child, track)
+    stop_file = os.path.join(spec["output_dir"], STOP_FILE)
+    if os.path.exists(stop_file):  # a stop request was for the previous attempt
+        os.remove(stop_file)
+    t0 = time.monotonic()
+    try:
+        result = executor.run(spec, cfg, on_job=lambda job: _record_job(store, stage, job))
+    except StageFailed as e:
+        return _fail(store, stage, tracker, child, f"{e}\n{e.log_tail}".strip(), printer)
+    except FrugalError as e:
+        return _fail(store, stage, tracker, child, f"{type(e).__name__}: {e}", printer)
+    if store.read(stage).state == "cancelled":
+        return store.read(stage)
+    if result.get("state") == "interrupted":
+        return _fail(store, stage, tracker, child, f"interrupted: {result.get('message')}; "
+                     f"continue with `frugalcv resume {store.run_id}`", printer, status="killed")
+    outputs = {name: L.output_ref(uri) for name, uri in result.get("outputs", {}).items()}
+    metrics = {k: float(v) for k, v in result.get("metrics", {}).items()}
+    rec = store.update(stage, state="finished", metrics=metrics, outputs=outputs)
+    if child:
+        tracker.log_metrics(metrics, run_id=child)
+        tracker.log_outputs(outputs, run_id=child)
+        for name, ref in outputs.items():
+            if name.startswith("checkpoint"):
+                tracker.log_checkpoint(name, ref["uri"], ref["sha256"], run_id=child)
+        tracker.end_stage("finished", run_id=child)
+    printer(f"[{stage}] finished in {time.monotonic() - t0:.1f}s")
+    return rec
+
+
+def _log_parents(cfg: PipelineConfig, stage: str, store: L.RunStore) -> list[str]:
+    runs = []
+    for other, _ in cfg.stage(stage).references().values():
+        rec = store.read(other)
+        if rec is not None and rec.mlflow_run_id and rec.mlflow_run_id not in runs:
+            runs.append(rec.mlflow_run_id)
+    return runs
+
+
+def _record_job(store: L.RunStore, stage: str, job: str) -> None:
+    if job.startswith("pid:"):
+        pids = store.read_meta().get("pids", {})
+        pids.setdefault(stage, []).append(int(job[4:]))
+        store.update_meta(pids=pids)
+    else:
+        store.add_slurm_job(stage, job)
+
+
+def _fail(store, stage, tracker, child, error, printer, status="failed") -> L.StageRecord:
+    rec = store.read(stage)
+    if rec is not None and rec.state == "cancelled":
+        return rec
+    rec = store.update(stage, state="failed", error=error)
+    if child:
+        tracker.set_tags({"frugalcv.error": error[-4000:]}, run_id=child)
+        tracker.end_stage(status, run_id=child)
+    printer(f"[{stage}] FAILED: {error}")
+    return rec
+
+
+def _execute(cfg: PipelineConfig, run_id: str, executor: str | None, track: bool, printer,
+             only: list[str] | None = None) -> str:
+    store = L.RunStore(cfg.storage.root, run_id)
+    meta = store.read_meta()
+    runner = make_stage_executor(executor or meta.get("executor"), cfg)
+    tracker = _tracker(cfg, run_id, track)
+    parent = tracker.start_pipeline(cfg.name, cfg.tracking.experiment, run_id, cfg.to_dict()) if track else None
+    store.update_meta(status="running", executor=runner.kind, mlflow_parent_run_id=parent, ended=None)
+    failed = None
+    for st in cfg.stages:
+        if store.read_meta().get("status") == "cancelled":
+            failed = "cancelled"
+            break
+        rec = _run_stage(cfg, st.name, store, runner, tracker, parent, track, printer)
+        if rec.state not in L.DONE:
+            failed = rec.state
+            break
+    final = "finished" if failed is None else ("cancelled" if failed == "cancelled" else "failed")
+    store.update_meta(status=final, ended=time.time())
+    if parent:
+        tracker.end_pipeline(final, run_id=parent)
+        tracker.flush()
+    printer(results_table(status(run_id, cfg.storage.root)))
+    if final != "finished":
+        bad = next((r for r in status(run_id, cfg.storage.root)["stages"] if r["state"] in ("failed", "cancelled")), None)
+        where = f"stage {bad['stage']} {bad['state']}" if bad else final
+        first = (bad or {}).get("error") or ""
+        raise PipelineFailed(f"run {run_id}: {where}: {first.splitlines()[0] if first else ''} "
+                             f"(details: frugalcv status {run_id} --root {cfg.storage.root})")
+    return run_id
+
+
+def run_pipeline(cfg: PipelineConfig, executor: str | None = None, *, track: bool = True, printer=print,
+                 run_id: str | None = None) -> str:
+    """Run every stage of ``cfg`` (cached ones are reused); returns the run id. Raises PipelineFailed."""
+    check_stage_functions(cfg, registered_stages())
+    kind = executor or cfg.executor.kind
+    run_folder(cfg, "x")  # a local root is needed for the run folder (raises ConfigError otherwise)
+    run_id = run_id or L.new_run_id()
+    store = L.RunStore(cfg.storage.root, run_id)
+    store.update_meta(run_id=run_id, pipeline=cfg.name, config=cfg.to_dict(), executor=kind, created=time.time(),
+                      status="running", track=track)
+    printer(f"pipeline {cfg.name} run {run_id}  ({run_folder(cfg, run_id)})")
+    return _execute(cfg, run_id, kind, track, printer)
+
+
+def load_run(run_id: str, root: str) -> tuple[str, PipelineConfig, dict]:
+    """(run id, the run's stored config, its metadata); ``run_id`` may be ``latest``."""
+    rid = resolve_run_id(run_id, root)
+    meta = L.RunStore(root, rid).read_meta()
+    if not meta.get("config"):
+        raise L.LineageError(f"run {rid} under {root} has no run.json config; is it a frugalcv run folder?")
+    return rid, pipeline_from_dict(meta["config"], f"run {rid}"), meta
+
+
+def resume_run(run_id: str, root: str, executor: str | None = None, *, printer=print) -> str:
+    """Continue a run: done stages stay, the interrupted/failed one resumes from its checkpoint."""
+    rid, cfg, meta = load_run(run_id, root)
+    printer(f"pipeline {cfg.name} run {rid} resumed")
+    return _execute(cfg, rid, executor, bool(meta.get("track", True)), printer)
+
+
+def resolve_run_id(run_id: str, root: str) -> str:
+    if run_id == "latest":
+        rid = L.latest_run(root)
+        if rid is None:
+            raise L.LineageError(f"no runs yet under {root}/runs (pass --root or --pipeline to look elsewhere)")
+        return rid
+    if not os.path.exists(os.path.join(root.removeprefix("file://"), "runs", run_id, "run.json")):
+        known = sorted(os.listdir(os.path.join(root, "runs"))) if os.path.isdir(os.path.join(root, "runs")) else []
+        raise L.LineageError(f"no run {run_id!r} under {root}/runs; runs there: {', '.join(known[-5:]) or 'none'}")
+    return run_id
+
+
+def status(run_id: str, root: str) -> dict[str, Any]:
+    """The run's state as plain JSON (schema in the module docstring)."""
+    rid, cfg, meta = load_run(run_id, root)
+    store = L.RunStore(root, rid)
+    records = store.records()
+    stages = []
+    for st in cfg.stages:
+        rec = records.get(st.name) or L.StageRecord(stage=st.name)
+        seconds = round(rec.ended - rec.started, 1) if rec.started and rec.ended else None
+        stages.append({"stage": st.name, "uses": st.uses, "state": rec.state, "fingerprint": rec.fingerprint,
+                       "mlflow_run_id": rec.mlflow_run_id, "slurm_job_ids": list(rec.slurm_job_ids),
+                       "metrics": dict(rec.metrics), "outputs": dict(rec.outputs), "error": rec.error,
+                       "cached_from": rec.cached_from, "attempts": rec.attempts, "started": rec.started,
+                       "ended": rec.ended, "seconds": seconds})
+    return {"run_id": rid, "pipeline": cfg.name, "root": root, "run_folder": run_folder(cfg, rid),
+            "status": meta.get("status", "running"), "executor": meta.get("executor"),
+            "created": meta.get("created"), "ended": meta.get("ended"),
+            "mlflow": {"uri": cfg.tracking.uri, "experiment": cfg.tracking.experiment,
+                       "parent_run_id": meta.get("mlflow_parent_run_id")},
+            "stages": stages}
+
+
+def cancel(run_id: str, root: str, printer=print) -> dict[str, Any]:
+    """scancel the run's Slurm jobs and stop its local stage processes; mark unfinished stages cancelled."""
+    rid, cfg, meta = load_run(run_id, root)
+    store = L.RunStore(root, rid)
+    for name, rec in store.records().items():
+        if rec.state not in ("running", "pending"):
+            continue
+        if rec.slurm_job_ids:
+            subprocess.run(["scancel", *rec.slurm_job_ids], capture_output=True, text=True, timeout=60)
+            printer(f"[{name}] scancel {' '.join(rec.slurm_job_ids)}")
+        for pid in meta.get("pids", {}).get(name, []):
+            try:
+                os.kill(pid, signal.SIGTERM)
+                printer(f"[{name}] SIGTERM to pid {pid}")
+            except (ProcessLookupError, PermissionError):
+                pass
+        store.update(name, state="cancelled", error="cancelled by `frugalcv cancel`")
+    store.update_meta(status="cancelled", ended=time.time())
+    return status(rid, root)
+
+
+# ------------------------------------------------------------------------------------ table
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3g}"
+
+
+def key_metrics(metrics: dict[str, float], limit: int = 4) -> dict[str, float]:
+    keys = [k for k in KEY_METRICS if k in metrics] + sorted(k for k in metrics if k not in KEY_METRICS)
+    return {k: metrics[k] for k in keys[:limit]}
+
+
+def results_table(st: dict[str, Any]) -> str:
+    """A plain-text table: stage, state, seconds, key metrics; then the run's status line."""
+    rows = [("stage", "state", "time", "key metrics")]
+    for s in st["stages"]:
+        metrics = "  ".join(f"{k}={_fmt(v)}" for k, v in key_metrics(s["metrics"]).items())
+        if s["state"] == "cached" and s["cached_from"]:
+            metrics = (metrics + f"  (from {s['cached_from']})").strip()
+        seconds = f"{s['seconds']:.1f}s" if s["seconds"] is not None and s["state"] != "cached" else ""
+        rows.append((s["stage"], s["state"], seconds, metrics))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}".rstrip() for r in rows]
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    lines.append(f"run {st['run_id']}: {st['status']}  ({st['run_folder']})")
+    return "\n".join(lines)

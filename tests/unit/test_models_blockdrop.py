@@ -1,0 +1,144 @@
+"""The block-drop executors: masking (training) and dynamic gather/scatter (inference)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from frugalcv.models import block_flops, build_model, fuse_batchnorm
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest (and steadiest on a shared CPU) on one intra-op thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+RESNETS = [("cifar_resnet32", (3, 16, 16)), ("imagenet_resnet101", (3, 32, 32))]
+
+
+def _model_and_input(name, size, batch=4, seed=0):
+    torch.manual_seed(seed)
+    model = build_model(name, debug=True)
+    # non-trivial BN statistics, so eval-mode BN is not the identity
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(8, *size))
+    return model.eval(), torch.randn(batch, *size)
+
+
+@pytest.mark.parametrize(("name", "size"), RESNETS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_keep_all_equals_plain_forward_exactly(name, size, dtype):
+    model, x = _model_and_input(name, size)
+    ones = torch.ones(x.shape[0], model.num_blocks, dtype=dtype)
+    with torch.no_grad():
+        plain = model(x)
+        assert torch.equal(model(x, ones), plain)
+        assert torch.equal(model(x, None), plain)
+        assert torch.equal(model.forward_dynamic(x, ones), plain)
+
+
+def test_keep_all_equals_plain_forward_in_training_mode():
+    model, x = _model_and_input("cifar_resnet32", (3, 16, 16))
+    model.train()
+    torch.manual_seed(1)
+    plain = model(x)
+    assert torch.equal(model(x, torch.ones(x.shape[0], model.num_blocks)), plain)
+
+
+@pytest.mark.parametrize(("name", "size"), RESNETS)
+def test_dynamic_equals_masked(name, size):
+    model, x = _model_and_input(name, size, batch=6)
+    gen = torch.Generator().manual_seed(3)
+    keep = torch.bernoulli(torch.full((6, model.num_blocks), 0.5), generator=gen)
+    keep[:, 0] = 0  # a block nobody keeps
+    keep[:, 1] = 1  # a block everybody keeps
+    keep[0] = 0  # a row that drops everything
+    with torch.no_grad():
+        masked = model(x, keep)
+        torch.testing.assert_close(model.forward_dynamic(x, keep), masked, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.forward_dynamic(x, keep.bool()), masked, rtol=1e-5, atol=1e-5)
+        assert torch.equal(model(x, keep.bool()), masked)
+
+
+def _block_io(model, x, keep):
+    """(input, output) of every block during the masked forward."""
+    records = []
+    hooks = [
+        b.register_forward_hook(lambda m, args, out: records.append((args[0], out))) for b in model.blocks
+    ]
+    try:
+        with torch.no_grad():
+            model(x, keep)
+    finally:
+        for h in hooks:
+            h.remove()
+    return records
+
+
+@pytest.mark.parametrize(("name", "size"), RESNETS)
+def test_dropping_block_k_changes_only_what_follows(name, size):
+    model, x = _model_and_input(name, size, batch=3)
+    ones = torch.ones(3, model.num_blocks)
+    reference = _block_io(model, x, ones)
+    for k, block in enumerate(model.blocks):
+        keep = ones.clone()
+        keep[1, k] = 0  # only row 1 drops block k
+        records = _block_io(model, x, keep)
+        for j in range(k):
+            assert torch.equal(records[j][1], reference[j][1]), f"block {j} before dropped {k} changed"
+        block_in, block_out = records[k]
+        if block.downsample is None:
+            assert torch.equal(block_out[1], block_in[1])  # y_{k+1} = y_k
+        else:  # a dropped downsampling block still runs its shortcut
+            with torch.no_grad():
+                assert torch.equal(block_out[1], block.shortcut(block_in)[1])
+        assert not torch.equal(block_out[1], reference[k][1][1])
+        for j in range(k, model.num_blocks):  # rows that keep every block are untouched
+            assert torch.equal(records[j][1][[0, 2]], reference[j][1][[0, 2]])
+
+
+def test_float_keep_is_differentiable():
+    model, x = _model_and_input("cifar_resnet32", (3, 16, 16), batch=2)
+    keep = torch.full((2, model.num_blocks), 0.5, requires_grad=True)
+    model(x, keep).sum().backward()
+    assert keep.grad is not None and torch.isfinite(keep.grad).all() and keep.grad.abs().sum() > 0
+
+
+def test_keep_validation():
+    model, x = _model_and_input("cifar_resnet32", (3, 16, 16), batch=2)
+    with pytest.raises(ValueError, match=r"shape \[B, K\] = \[2, 6\]"):
+        model(x, torch.ones(2, 5))
+    with pytest.raises(ValueError, match="0/1"):
+        model.forward_dynamic(x, torch.full((2, 6), 0.5))
+    model.train()
+    with pytest.raises(RuntimeError, match="eval"):
+        model.forward_dynamic(x, torch.ones(2, 6))
+
+
+def test_forward_dynamic_does_not_modify_input():
+    model, x = _model_and_input("cifar_resnet32", (3, 16, 16))
+    x_before = x.clone()
+    keep = torch.zeros(x.shape[0], model.num_blocks)
+    keep[0] = 1
+    model.forward_dynamic(x, keep)
+    assert torch.equal(x, x_before)
+
+
+@pytest.mark.parametrize(("name", "size"), RESNETS)
+def test_fused_batchnorm_model_matches_and_keeps_flops(name, size):
+    model, x = _model_and_input(name, size)
+    fused = fuse_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # original untouched
+    keep = torch.ones(x.shape[0], model.num_blocks)
+    keep[1::2, ::2] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fused.forward_dynamic(x, keep), model(x, keep), rtol=1e-4, atol=1e-5)
+    assert block_flops(fused) == block_flops(model)
