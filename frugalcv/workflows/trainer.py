@@ -105,14 +105,12 @@ class Trainer:
         length = len(self.data) if hasattr(self.data, "__len__") else None
         if length is not None and not hasattr(self.data, "state_dict"):
             length -= self.step_in_epoch
-        taken = 0
         finished = True
-        for batch in batches:
+        for taken, batch in enumerate(batches, start=1):
             self._call("before_step")
             self.run_step(batch)
             self.step += 1
             self.step_in_epoch += 1
-            taken += 1
             self._call("after_step")
             if length is not None and taken >= length:
                 break
