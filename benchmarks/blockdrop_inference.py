@@ -6,7 +6,10 @@ runs only on the rows that keep it) under a per-image policy keeping ~17 of 54 b
 together with the policy network's forward on the same batch; (3) masking (every block computed,
 the kept rows selected afterwards, as in training). Calls are interleaved round-robin after a
 warm-up and the median is reported. ``--channels-last`` and ``--fuse-bn`` (BN folded into the
-convs) apply to all three variants alike, so the comparison stays fair.
+convs) apply to all three variants alike, so the comparison stays fair; on a 2-core CPU they
+make every variant faster but help the full batch more than the row subsets, so the ratio drops.
+The machine must be otherwise idle: with 2 OpenMP threads a busy neighbour stalls every parallel
+region, which costs the dynamic path (more, smaller ops) relatively more.
 
 The per-image keep masks are Bernoulli samples with per-block probabilities whose sum is
 ``--blocks`` (default 17, the dissertation's 16.9 for R110 at gamma=10). ``--probs spread``

@@ -110,8 +110,13 @@ class BlockDropResNet(ResNetTrunk):
             elif idx is _NONE:
                 x = block.shortcut(x)
             else:
-                x_kept = x.index_select(0, idx)
-                out = block.residual(x_kept)
+                x_kept = _gather_rows(x, idx)
+                if len(idx) == 1 and x_kept.numel() <= _SLOW_CONV_MAX_NUMEL:
+                    # PyTorch sends a 1-row conv over a small input to its reference kernel
+                    # (~50x slower than oneDNN); run the lone row as a pair instead
+                    out = block.residual(x_kept.expand(2, *x_kept.shape[1:]).contiguous())[:1]
+                else:
+                    out = block.residual(x_kept)
                 if block.downsample is None:
                     out += x_kept
                     skipped = x  # produced by this method, safe to overwrite
@@ -150,8 +155,18 @@ class BlockDropResNet(ResNetTrunk):
         return rows
 
 
+def _gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[idx]`` in x's memory layout (plain index_select would turn NHWC back into NCHW)."""
+    nhwc = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if nhwc else torch.contiguous_format
+    out = torch.empty((len(idx), *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=layout)
+    return torch.index_select(x, 0, idx, out=out)
+
+
 _ALL = object()
 _NONE = object()
+# aten's use_mkldnn(): batch 1 and N*C*H*W <= 20480 falls back to the slow native conv
+_SLOW_CONV_MAX_NUMEL = 20480
 
 
 def _cifar_resnet(blocks_per_segment: int, num_classes: int, debug: bool, debug_blocks: int):

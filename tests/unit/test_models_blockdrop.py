@@ -58,6 +58,8 @@ def test_dynamic_equals_masked(name, size):
     keep = torch.bernoulli(torch.full((6, model.num_blocks), 0.5), generator=gen)
     keep[:, 0] = 0  # a block nobody keeps
     keep[:, 1] = 1  # a block everybody keeps
+    keep[:, 2] = 0
+    keep[3, 2] = 1  # a block one row keeps (run as a pair, see forward_dynamic)
     keep[0] = 0  # a row that drops everything
     with torch.no_grad():
         masked = model(x, keep)
@@ -108,6 +110,15 @@ def test_float_keep_is_differentiable():
     keep = torch.full((2, model.num_blocks), 0.5, requires_grad=True)
     model(x, keep).sum().backward()
     assert keep.grad is not None and torch.isfinite(keep.grad).all() and keep.grad.abs().sum() > 0
+
+
+def test_dynamic_keeps_channels_last_layout():
+    model, x = _model_and_input("cifar_resnet32", (3, 16, 16), batch=5)
+    keep = torch.bernoulli(torch.full((5, model.num_blocks), 0.5), generator=torch.Generator().manual_seed(0))
+    model = model.to(memory_format=torch.channels_last)
+    x_nhwc = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_dynamic(x_nhwc, keep), model(x, keep), rtol=1e-5, atol=1e-5)
 
 
 def test_keep_validation():
