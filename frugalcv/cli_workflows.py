@@ -74,6 +74,34 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _dry_run_sweep_slurm(configs) -> None:
+    """Each value's plan, then the sbatch scripts once: a stage that differs between values as one job array."""
+    from frugalcv.workflows.plan import array_tasks, render_plan, render_sbatch, run_folder, sbatch_parameters
+    from frugalcv.workflows.sweep import sweep_stages
+
+    for combo, cfg in configs:
+        print(f"\n=== {' '.join(combo)}")
+        print(render_plan(cfg), end="")
+    cfgs = [cfg for _, cfg in configs]
+    if not cfgs[0].storage.is_local:
+        print(f"\n(no sbatch scripts: storage.root {cfgs[0].storage.root} is not a local folder for Slurm logs)")
+        return
+    folder = run_folder(cfgs[0], "<run-id>")
+    varying = sweep_stages(cfgs)
+    for stage in cfgs[0].stages:
+        if stage.name not in varying:
+            print(f"\n--- sbatch for stage {stage.name} (once, shared by every value) ---")
+            print(render_sbatch(cfgs[0], stage.name, folder), end="")
+            continue
+        groups: dict[str, list] = {}  # values with other resources go to another array
+        for cfg in cfgs:
+            groups.setdefault(json.dumps(sbatch_parameters(cfg, stage.name), sort_keys=True, default=str), []).append(cfg)
+        for group in groups.values():
+            tasks = sum(array_tasks(cfg, stage.name) for cfg in group)
+            print(f"\n--- sbatch for stage {stage.name} (job array: {len(group)} value(s), {tasks} task(s)) ---")
+            print(render_sbatch(group[0], stage.name, folder, array=tasks), end="")
+
+
 def cmd_sweep(args) -> int:
     from frugalcv.errors import FrugalError
     from frugalcv.workflows.config import load_pipeline
@@ -82,26 +110,44 @@ def cmd_sweep(args) -> int:
 
     combos = parse_sweep(args.override or [])
     configs = [(combo, load_pipeline(args.pipeline, combo)) for combo in combos]  # validate all first
-    print(f"sweep: {len(configs)} run(s), one pipeline run each (sequential)")
+    for _, cfg in configs:
+        if args.executor:
+            cfg.executor.kind = args.executor
+    slurm = configs[0][1].executor.kind == "slurm"
+    how = ("stages that differ between values run as one Slurm job array each" if slurm else "sequential")
+    print(f"sweep: {len(configs)} run(s), one pipeline run each ({how})")
     if args.dry_run:
+        if slurm:
+            _dry_run_sweep_slurm(configs)
+            return 0
         for combo, cfg in configs:
             print(f"\n=== {' '.join(combo)}")
             _dry_run(cfg)
         return 0
+    swept = [" ".join(c for c in combo if c not in (args.override or [])) for combo, _ in configs]
+    if slurm:
+        from frugalcv.workflows.sweep import run_sweep
+
+        outcomes = run_sweep([cfg for _, cfg in configs], args.executor, track=not args.no_track)
+    else:
+        outcomes = []
+        for _, cfg in configs:
+            try:
+                outcomes.append((run_pipeline(cfg, args.executor, track=not args.no_track), None))
+            except FrugalError as e:
+                outcomes.append(("-", str(e)))
     rows, failed = [], 0
-    for combo, cfg in configs:
-        swept = " ".join(c for c in combo if c not in (args.override or []))
-        try:
-            rid = run_pipeline(cfg, args.executor, track=not args.no_track)
+    for values, (_, cfg), (rid, error) in zip(swept, configs, outcomes, strict=True):
+        if error is None:
             last = status(rid, cfg.storage.root)["stages"][-1]
-            rows.append((rid, swept, "finished", key_metrics(last["metrics"], 3)))
-        except FrugalError as e:
+            rows.append((rid, values, "finished", key_metrics(last["metrics"], 3)))
+        else:
             failed += 1
-            rows.append(("-", swept, "failed", {}))
-            print(f"error: {e}")
+            rows.append((rid, values, "failed", {}))
+            print(f"error: {error}")
     print("\nsweep results")
-    for rid, swept, state, metrics in rows:
-        print(f"  {rid:22s} {swept:40s} {state:9s} " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    for rid, values, state, metrics in rows:
+        print(f"  {rid:22s} {values:40s} {state:9s} " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return 1 if failed else 0
 
 
@@ -170,7 +216,8 @@ def add_commands(sub) -> None:
     r.add_argument("--no-track", action="store_true", help="no MLflow tracking (lineage and cache still work)")
     r.set_defaults(fn=cmd_run)
 
-    sw = sub.add_parser("sweep", help="one pipeline run per value of comma-list overrides (-o k=2,5,10)")
+    sw = sub.add_parser("sweep", help="one pipeline run per value of comma-list overrides (-o k=2,5,10); "
+                        "on slurm, a stage that differs between values is one job array")
     sw.add_argument("pipeline")
     sw.add_argument("-o", "--override", action="append", metavar="KEY=V1,V2,...")
     sw.add_argument("--executor", choices=executors)

@@ -48,6 +48,21 @@ def write_shards(
 
     ``split=None`` converts every split of the kind that is present in ``src``.
     """
+    sources = _sources(kind, src, split)
+    out = {}
+    for source in sources:
+        out[source.split] = write_split(
+            source,
+            storage.join(dst, source.split),
+            max_shard_bytes=max_shard_bytes,
+            max_shard_samples=max_shard_samples,
+            workers=workers,
+            progress=progress,
+        )
+    return out
+
+
+def _sources(kind: str, src: str, split: str | Iterable[str] | None) -> list[Source]:
     if split is None:
         sources = []
         errors = []
@@ -63,17 +78,31 @@ def write_shards(
     else:
         names = [split] if isinstance(split, str) else list(split)
         sources = [get_source(kind, src, s) for s in names]
-    out = {}
-    for source in sources:
-        out[source.split] = write_split(
-            source,
-            storage.join(dst, source.split),
-            max_shard_bytes=max_shard_bytes,
-            max_shard_samples=max_shard_samples,
-            workers=workers,
-            progress=progress,
+    return sources
+
+
+def _check_limits(max_shard_bytes: int | None, max_shard_samples: int | None) -> int:
+    """The byte limit to use; raises for limits that cannot work."""
+    max_bytes = int(max_shard_bytes or DEFAULT_MAX_SHARD_BYTES)
+    if max_bytes < 4096:
+        raise FrugalError(f"--max-shard-bytes {max_bytes} is too small; use at least 4096")
+    if max_shard_samples is not None and max_shard_samples < 1:
+        raise FrugalError(f"--max-shard-samples must be >= 1, got {max_shard_samples}")
+    return max_bytes
+
+
+def existing_manifest(out: str, params: dict) -> Manifest | None:
+    """The complete dataset at ``out`` when it was written with ``params``; None when there is none."""
+    if not storage.exists(storage.join(out, MANIFEST_NAME)):
+        return None
+    m = load_manifest(out)
+    if m.writer.get("params") != params:
+        raise FrugalError(
+            f"{storage.redact(out)}: a complete dataset with other settings is already there "
+            f"({m.writer.get('params')}); choose another destination or delete it"
         )
-    return out
+    log.info("%s: already complete (%d samples), nothing to do", storage.redact(out), m.num_samples)
+    return m
 
 
 def _params(source: Source, max_bytes: int, max_samples: int | None) -> dict:
@@ -95,20 +124,10 @@ def write_split(
     workers: int = 0,
     progress: bool = True,
 ) -> Manifest:
-    max_bytes = int(max_shard_bytes or DEFAULT_MAX_SHARD_BYTES)
-    if max_bytes < 4096:
-        raise FrugalError(f"--max-shard-bytes {max_bytes} is too small; use at least 4096")
-    if max_shard_samples is not None and max_shard_samples < 1:
-        raise FrugalError(f"--max-shard-samples must be >= 1, got {max_shard_samples}")
+    max_bytes = _check_limits(max_shard_bytes, max_shard_samples)
     params = _params(source, max_bytes, max_shard_samples)
-    if storage.exists(storage.join(out, MANIFEST_NAME)):
-        m = load_manifest(out)
-        if m.writer.get("params") != params:
-            raise FrugalError(
-                f"{storage.redact(out)}: a complete dataset with other settings is already there "
-                f"({m.writer.get('params')}); choose another destination or delete it"
-            )
-        log.info("%s: already complete (%d samples), nothing to do", storage.redact(out), m.num_samples)
+    m = existing_manifest(out, params)
+    if m is not None:
         return m
 
     done = _completed_shards(out, params)
@@ -135,6 +154,11 @@ def write_split(
             shards.append(_store(builder, out, source.split, len(shards), shard_first))
     finally:
         bar.close()
+    return _finish(source, out, shards, params)
+
+
+def _finish(source: Source, out: str, shards: list[ShardInfo], params: dict) -> Manifest:
+    """Write the manifest (last), then drop the progress records."""
     manifest = Manifest(
         kind=source.kind,
         split=source.split,
@@ -163,8 +187,19 @@ def _store(builder: TarBuilder, out: str, split: str, index: int, first: int) ->
 
 def _completed_shards(out: str, params: dict) -> list[ShardInfo]:
     """Shards 0..k recorded as complete whose files are still there with the recorded size."""
-    pdir = storage.join(out, PROGRESS_DIR)
-    pfile = storage.join(pdir, "params.json")
+    if not check_progress_params(out, params):
+        return []
+    done: list[ShardInfo] = []
+    while (info := recorded_shard(out, shard_name(params["split"], len(done)))) is not None:
+        done.append(info)
+    return done
+
+
+def check_progress_params(out: str, params: dict) -> bool:
+    """True when ``out`` holds progress records made with ``params``; records ``params`` when there are none.
+
+    Raises when an interrupted conversion with other settings is there."""
+    pfile = storage.join(out, PROGRESS_DIR, "params.json")
     if storage.exists(pfile):
         old = json.loads(storage.read_bytes(pfile))
         if old != params:
@@ -172,21 +207,21 @@ def _completed_shards(out: str, params: dict) -> list[ShardInfo]:
                 f"{storage.redact(out)}: an interrupted conversion with other settings is there ({old}); "
                 f"rerun with the same settings, or delete {storage.redact(out)} to start over"
             )
-    else:
-        storage.write_bytes_atomic(pfile, json.dumps(params).encode())
-        return []
-    done: list[ShardInfo] = []
-    while True:
-        name = shard_name(params["split"], len(done))
-        rec = storage.join(pdir, f"{name}.json")
-        if not storage.exists(rec):
-            break
-        info = ShardInfo(**json.loads(storage.read_bytes(rec))["shard"])
-        shard_url = storage.join(out, name)
-        if not storage.exists(shard_url) or storage.size(shard_url) != info.bytes:
-            break
-        done.append(info)
-    return done
+        return True
+    storage.write_bytes_atomic(pfile, json.dumps(params).encode())
+    return False
+
+
+def recorded_shard(out: str, name: str) -> ShardInfo | None:
+    """The shard's progress record when its file is still there with the recorded size."""
+    rec = storage.join(out, PROGRESS_DIR, f"{name}.json")
+    if not storage.exists(rec):
+        return None
+    info = ShardInfo(**json.loads(storage.read_bytes(rec))["shard"])
+    shard_url = storage.join(out, name)
+    if not storage.exists(shard_url) or storage.size(shard_url) != info.bytes:
+        return None
+    return info
 
 
 _WORKER_SOURCE: Source | None = None

@@ -85,13 +85,16 @@ class SlurmConfig:
     requeue: bool = True
     #: how many timeouts submitit resubmits before giving up (its ``max_num_timeout``)
     max_requeues: int = 3
+    #: at most this many tasks of a job array (a sweep, a ``shard`` stage with ``tasks``) run at
+    #: once: the ``%P`` of ``#SBATCH --array=0-N%P``
+    array_parallelism: int = 256
     #: any other sbatch option, e.g. ``{exclude: "node[1-3]", mail-type: END}``
     additional: dict[str, str | int | float | bool] = field(default_factory=dict)
     #: shell lines run in the job before srun (module loads, venv activation), written verbatim
     setup: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        for name in ("nodes", "tasks_per_node", "cpus_per_task", "timeout_min"):
+        for name in ("nodes", "tasks_per_node", "cpus_per_task", "timeout_min", "array_parallelism"):
             if getattr(self, name) < 1:
                 raise FieldError(name, f"{getattr(self, name)!r}: must be >= 1")
         for name in ("gpus_per_node", "signal_delay_s", "max_requeues"):
@@ -106,7 +109,8 @@ class SlurmConfig:
             _check_sbatch_safe(name, getattr(self, name))
         reserved = {"nodes", "ntasks_per_node", "ntasks-per-node", "cpus_per_task", "cpus-per-task", "time",
                     "mem", "partition", "account", "qos", "constraint", "gpus_per_node", "gpus-per-node",
-                    "job_name", "job-name", "output", "error", "signal", "open-mode", "open_mode", "requeue"}
+                    "job_name", "job-name", "output", "error", "signal", "open-mode", "open_mode", "requeue",
+                    "array"}
         for key, value in self.additional.items():
             if key in reserved:
                 raise FieldError(f"additional.{key}", "is set by frugalcv or by a first-class key of "

@@ -10,10 +10,15 @@ into ``<run>/slurm/%j`` (a fresh folder per job id); the job is a Checkpointable
 :class:`frugalcv.workflows.preemption.StageJob`: on USR2 (preemption, timeout) the stage's
 ``PreemptionHook`` checkpoints at the next step boundary, submitit requeues the job, and the
 requeued job resumes from that checkpoint.
+
+``run_array(specs, cfg, on_job)`` runs several specs of one stage (the tasks of an array stage,
+the values of a sweep) and returns one result or :class:`StageFailed` per spec: ``slurm`` submits
+them as ONE job array (``submit_array``; job ids ``<id>_<i>``), the others run them one after another.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -57,7 +62,21 @@ class _Tee(io.TextIOBase):
             s.flush()
 
 
-class InlineExecutor:
+class _Sequential:
+    """``run_array`` as one ``run`` after another (inline, local)."""
+
+    def run_array(self, specs: list[dict[str, Any]], cfg: PipelineConfig,
+                  on_job: Callable[[int, str], None] | None = None) -> list[dict | FrugalError]:
+        out: list[dict | FrugalError] = []
+        for i, spec in enumerate(specs):
+            try:
+                out.append(self.run(spec, cfg, on_job=None if on_job is None else (lambda j, i=i: on_job(i, j))))
+            except FrugalError as e:
+                out.append(e)
+        return out
+
+
+class InlineExecutor(_Sequential):
     """Run the stage in this process (world size 1); output is also written to the stage log."""
 
     kind = "inline"
@@ -98,7 +117,7 @@ def _read_tail(path: str, lines: int = 40) -> str:
         return ""
 
 
-class LocalExecutor:
+class LocalExecutor(_Sequential):
     """Child processes on this machine, one per rank (``nodes × tasks_per_node`` of the stage)."""
 
     kind = "local"
@@ -109,7 +128,7 @@ class LocalExecutor:
     def run(self, spec: dict[str, Any], cfg: PipelineConfig, on_job: Callable[[str], None] | None = None) -> dict:
         r = cfg.stage_resources(spec["stage"])
         world = r.nodes * r.tasks_per_node
-        spec_path = os.path.join(spec["output_dir"], "spec.json")
+        spec_path = spec.get("spec_path") or os.path.join(spec["output_dir"], "spec.json")
         os.makedirs(spec["output_dir"], exist_ok=True)
         with open(spec_path, "w") as f:
             json.dump(spec, f, indent=1, sort_keys=True)
@@ -182,20 +201,57 @@ class SlurmExecutor:
         return ex
 
     def run(self, spec: dict[str, Any], cfg: PipelineConfig, on_job: Callable[[str], None] | None = None) -> dict:
-        from frugalcv.slurm.jobs import SlurmJobError, wait_for_results
         from frugalcv.workflows.preemption import StageJob
 
-        try:
+        with self._submitting(spec):
             job = self.executor(cfg, spec["stage"], spec["run_folder"]).submit(
                 StageJob(stage_job, spec, checkpoint_dir=spec["checkpoint_dir"]))
+        if on_job is not None:
+            on_job(str(job.job_id))
+        print(f"stage {spec['stage']}: Slurm job {job.job_id} ({job.paths.folder})", flush=True)
+        return self._wait(job)
+
+    def run_array(self, specs: list[dict[str, Any]], cfg: PipelineConfig,
+                  on_job: Callable[[int, str], None] | None = None) -> list[dict | StageFailed]:
+        """All ``specs`` as one job array, with the resources of ``cfg``'s stage of the first spec."""
+        from frugalcv.workflows.preemption import StageJob
+
+        if len(specs) == 1:  # submitit submits a one-element array as a plain job anyway
+            try:
+                return [self.run(specs[0], cfg, on_job=None if on_job is None else (lambda j: on_job(0, j)))]
+            except StageFailed as e:
+                return [e]
+        first = specs[0]
+        with self._submitting(first):
+            jobs = self.executor(cfg, first["stage"], first["run_folder"]).submit_array(
+                [StageJob(stage_job, spec, checkpoint_dir=spec["checkpoint_dir"]) for spec in specs])
+        for i, job in enumerate(jobs):
+            if on_job is not None:
+                on_job(i, str(job.job_id))
+        array_id = str(jobs[0].job_id).split("_")[0]
+        print(f"stage {first['stage']}: Slurm job array {array_id} ({len(jobs)} tasks, {jobs[0].paths.folder})",
+              flush=True)
+        out: list[dict | StageFailed] = []
+        for job in jobs:
+            try:
+                out.append(self._wait(job))
+            except StageFailed as e:
+                out.append(e)
+        return out
+
+    @contextlib.contextmanager
+    def _submitting(self, spec: dict[str, Any]):
+        try:
+            yield
         except (submitit.core.utils.FailedSubmissionError, submitit.core.utils.FailedJobError, OSError) as e:
             hint = "" if os.environ.get("SLURM_CONF") or _which("sbatch") is None else \
                 " (no SLURM_CONF set: for the dev cluster run `frugalcv cluster up` and export what it prints)"
             raise StageFailed(f"sbatch failed for stage {spec['stage']}: {str(e).strip().splitlines()[-1]}{hint}",
                               str(e)) from None
-        if on_job is not None:
-            on_job(str(job.job_id))
-        print(f"stage {spec['stage']}: Slurm job {job.job_id} ({job.paths.folder})", flush=True)
+
+    def _wait(self, job) -> dict:
+        from frugalcv.slurm.jobs import SlurmJobError, wait_for_results
+
         try:
             results = wait_for_results(job, timeout_s=self.timeout_s, poll_s=self.poll_s)
         except SlurmJobError as e:

@@ -2,7 +2,9 @@
 
 The sbatch text comes from submitit's own ``_make_sbatch_string`` with the parameters of
 :func:`sbatch_parameters` — the same dict the Slurm executor passes to
-``SlurmExecutor.update_parameters`` — so a dry run shows what a real submission sends.
+``SlurmExecutor.update_parameters`` — so a dry run shows what a real submission sends. A stage
+submitted as a job array (``tasks`` of a ``shard`` stage, the values of a sweep) gets submitit's
+``#SBATCH --array=0-<N-1>%<P>`` line (P: ``array_parallelism``) and ``%A_%a`` log names.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def sbatch_parameters(cfg: PipelineConfig, stage_name: str) -> dict[str, Any]:
         "cpus_per_task": r.cpus_per_task,
         "time": r.timeout_min,
         "signal_delay_s": r.signal_delay_s,
+        "array_parallelism": r.array_parallelism,
     }
     if r.gpus_per_node:
         params["gpus_per_node"] = r.gpus_per_node
@@ -75,11 +78,25 @@ def submit_command(folder: str, python: str | None = None) -> str:
     return " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
 
 
+def array_tasks(cfg: PipelineConfig, stage_name: str) -> int:
+    """How many array tasks the stage's function runs as with its params (1: one plain job)."""
+    from frugalcv.workflows.stages import stage_array_tasks
+
+    st = cfg.stage(stage_name)
+    return stage_array_tasks(st.uses, st.params)
+
+
 def render_sbatch(cfg: PipelineConfig, stage_name: str, run_folder: str | os.PathLike,
-                  python: str | None = None) -> str:
-    """The sbatch script submitit would submit for ``stage_name`` under ``run_folder``."""
+                  python: str | None = None, array: int | None = None) -> str:
+    """The sbatch script submitit would submit for ``stage_name`` under ``run_folder``.
+
+    ``array``: the number of job-array tasks (default: the stage's own, e.g. a shard stage's
+    ``tasks``); more than one adds submitit's ``--array`` line, as ``submit_array`` does."""
     folder = job_folder(run_folder)
     params = sbatch_parameters(cfg, stage_name)
+    count = array_tasks(cfg, stage_name) if array is None else array
+    if count > 1:
+        params["map_count"] = count
     return _make_sbatch_string(command=submit_command(folder, python), folder=folder, **params)
 
 
@@ -119,6 +136,9 @@ def render_plan(cfg: PipelineConfig) -> str:
             res += "".join(f" {k}={getattr(r, k)}" for k in ("partition", "account", "qos", "constraint")
                            if getattr(r, k) is not None)
             res += f"  job={job_name(cfg, stage.name)}"
+            tasks = array_tasks(cfg, stage.name)
+            if tasks > 1:
+                res += f" array={tasks}%{min(tasks, r.array_parallelism)}"
         overridden = f"  (stage overrides: {', '.join(stage.resources)})" if stage.resources else ""
         lines.append(f"     resources  {res}{overridden}")
     return "\n".join(lines) + "\n"

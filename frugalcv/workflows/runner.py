@@ -9,6 +9,9 @@ Layout (``lineage.py``): ``<storage.root>/runs/<run id>/run.json`` (run metadata
 validated config so a run resumes without its YAML), ``stages/<stage>.json`` (a StageRecord per
 stage), ``stages/<stage>/`` (the stage's outputs, ``checkpoints/``, ``spec.json``, ``result.json``),
 ``logs/<stage>.log``, ``slurm/<job id>/`` (submitit), and ``<storage.root>/cache/<fingerprint>.json``.
+A stage whose function runs as array tasks (``shard`` with ``tasks: N``) runs them with
+``executor.run_array`` (one Slurm job array; logs ``logs/<stage>.task<i>.log``), then its final step
+in this process once all succeeded; :mod:`frugalcv.workflows.sweep` advances several runs together.
 
 ``status()`` schema (``frugalcv status RUN --json`` prints exactly this)::
 
@@ -31,20 +34,22 @@ stage), ``stages/<stage>/`` (the stage's outputs, ``checkpoints/``, ``spec.json`
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from frugalcv.errors import ConfigError, FrugalError
 from frugalcv.workflows import lineage as L
 from frugalcv.workflows.config import PipelineConfig, check_stage_functions, pipeline_from_dict
-from frugalcv.workflows.executors import StageFailed, make_stage_executor
-from frugalcv.workflows.plan import run_folder
+from frugalcv.workflows.executors import InlineExecutor, StageFailed, make_stage_executor
+from frugalcv.workflows.plan import run_folder, sbatch_parameters
 from frugalcv.workflows.schema import to_plain
-from frugalcv.workflows.stages import registered_stages, stage_origin
+from frugalcv.workflows.stages import registered_stages, stage_array_tasks, stage_origin
 from frugalcv.workflows.stages.entry import STOP_FILE
 
 log = logging.getLogger(__name__)
@@ -153,8 +158,24 @@ def _log_inputs(tracker, cfg: PipelineConfig, stage: str, inputs: dict[str, str]
     return parents
 
 
-def _run_stage(cfg: PipelineConfig, stage: str, store: L.RunStore, executor, tracker, parent: str | None,
-               track: bool, printer) -> L.StageRecord:
+@dataclass
+class _Started:
+    """A stage about to run in one pipeline run: what its result is recorded with."""
+
+    cfg: PipelineConfig
+    stage: str
+    store: L.RunStore
+    tracker: Any
+    child: str | None
+    spec: dict[str, Any]
+    #: array tasks of the stage function (1: one plain job / process)
+    tasks: int
+    t0: float = field(default_factory=time.monotonic)
+
+
+def _prepare(cfg: PipelineConfig, stage: str, store: L.RunStore, executor, tracker, parent: str | None,
+             track: bool, printer) -> L.StageRecord | _Started:
+    """A done or cached stage's record, or the stage marked running with its spec, ready to submit."""
     st = cfg.stage(stage)
     fp = L.stage_fingerprint(cfg, stage, store)
     old = store.read(stage)
@@ -173,6 +194,7 @@ def _run_stage(cfg: PipelineConfig, stage: str, store: L.RunStore, executor, tra
                 rec = store.update(stage, mlflow_run_id=child)
         printer(f"[{stage}] cached (fingerprint {fp[:12]}, outputs of run {rec.cached_from})")
         return rec
+    tasks = stage_array_tasks(st.uses, st.params)
     inputs = resolve_inputs(cfg, stage, store)
     child = old.mlflow_run_id if old is not None and old.fingerprint == fp else None
     if parent and child:
@@ -183,23 +205,83 @@ def _run_stage(cfg: PipelineConfig, stage: str, store: L.RunStore, executor, tra
             tracker.log_params({"uses": st.uses, "engine": st.engine, **st.params}, run_id=child)
             _log_inputs(tracker, cfg, stage, inputs, store)
     store.update(stage, state="running", fingerprint=fp, mlflow_run_id=child, error=None)
-    printer(f"[{stage}] running {st.uses} ({executor.kind}, fingerprint {fp[:12]})")
+    array = f", {tasks} array tasks" if tasks > 1 else ""
+    printer(f"[{stage}] running {st.uses} ({executor.kind}{array}, fingerprint {fp[:12]})")
     spec = stage_spec(cfg, stage, store.run_id, inputs, child, track)
     stop_file = os.path.join(spec["output_dir"], STOP_FILE)
     if os.path.exists(stop_file):  # a stop request was for the previous attempt
         os.remove(stop_file)
-    t0 = time.monotonic()
-    try:
-        result = executor.run(spec, cfg, on_job=lambda job: _record_job(store, stage, job))
-    except StageFailed as e:
-        return _fail(store, stage, tracker, child, f"{e}\n{e.log_tail}".strip(), printer)
-    except FrugalError as e:
-        return _fail(store, stage, tracker, child, f"{type(e).__name__}: {e}", printer)
+    return _Started(cfg=cfg, stage=stage, store=store, tracker=tracker, child=child, spec=spec, tasks=tasks)
+
+
+def task_specs(spec: dict[str, Any], tasks: int) -> list[dict[str, Any]]:
+    """The specs of a stage's array tasks: own result, spec and log files; no tracking (the final step tracks)."""
+    if tasks == 1:
+        return [spec]
+    out_dir, logs = spec["output_dir"], os.path.dirname(spec["log_path"])
+    return [{**spec, "array": {"index": i, "count": tasks}, "tracking": None,
+             "result_path": os.path.join(out_dir, f"result.task{i}.json"),
+             "spec_path": os.path.join(out_dir, f"spec.task{i}.json"),
+             "log_path": os.path.join(logs, f"{spec['stage']}.task{i}.log")} for i in range(tasks)]
+
+
+def _run_started(started: list[_Started], executor, printer) -> list[L.StageRecord]:
+    """Run the prepared stages (one stage, one or several pipeline runs) and record their results.
+
+    One plain stage runs with ``executor.run``; otherwise every task of every run goes to
+    ``executor.run_array``: one Slurm job array per set of identical sbatch parameters."""
+    if len(started) == 1 and started[0].tasks == 1:
+        s = started[0]
+        try:
+            result: dict | FrugalError = executor.run(s.spec, s.cfg, on_job=lambda job: _record_job(s.store, s.stage, job))
+        except FrugalError as e:
+            result = e
+        return [_complete(s, [result], printer)]
+    groups: dict[str, list[_Started]] = {}
+    for s in started:
+        key = json.dumps(sbatch_parameters(s.cfg, s.stage), sort_keys=True, default=str) \
+            if executor.kind == "slurm" else ""
+        groups.setdefault(key, []).append(s)
+    results: dict[int, list] = {}
+    for group in groups.values():
+        specs, owners = [], []
+        for s in group:
+            for spec in task_specs(s.spec, s.tasks):
+                specs.append(spec)
+                owners.append(s)
+        out = executor.run_array(specs, group[0].cfg,
+                                 on_job=lambda i, job, owners=owners: _record_job(owners[i].store, owners[i].stage, job))
+        for s, r in zip(owners, out, strict=True):
+            results.setdefault(id(s), []).append(r)
+    return [_complete(s, results[id(s)], printer) for s in started]
+
+
+def _error_text(e: FrugalError) -> str:
+    if isinstance(e, StageFailed):
+        return f"{e}\n{e.log_tail}".strip()
+    return f"{type(e).__name__}: {e}"
+
+
+def _complete(s: _Started, results: list[dict | FrugalError], printer) -> L.StageRecord:
+    """Record the stage's result; an array stage's final step (e.g. the shard manifest) runs here, in
+    this process, only once every task has succeeded."""
+    store, stage, tracker, child = s.store, s.stage, s.tracker, s.child
+    for i, r in enumerate(results):
+        if isinstance(r, FrugalError):
+            where = f"task {i} of {s.tasks}: " if s.tasks > 1 else ""
+            return _fail(store, stage, tracker, child, where + _error_text(r), printer)
     if store.read(stage).state == "cancelled":
         return store.read(stage)
-    if result.get("state") == "interrupted":
-        return _fail(store, stage, tracker, child, f"interrupted: {result.get('message')}; "
+    stopped = next((r for r in results if r.get("state") == "interrupted"), None)
+    if stopped is not None:
+        return _fail(store, stage, tracker, child, f"interrupted: {stopped.get('message')}; "
                      f"continue with `frugalcv resume {store.run_id}`", printer, status="killed")
+    result = results[0]
+    if s.tasks > 1:
+        try:
+            result = InlineExecutor().run({**s.spec, "array": {"index": None, "count": s.tasks}}, s.cfg)
+        except FrugalError as e:
+            return _fail(store, stage, tracker, child, f"final step after {s.tasks} tasks: {_error_text(e)}", printer)
     outputs = {name: L.output_ref(uri) for name, uri in result.get("outputs", {}).items()}
     metrics = {k: float(v) for k, v in result.get("metrics", {}).items()}
     rec = store.update(stage, state="finished", metrics=metrics, outputs=outputs)
@@ -210,8 +292,16 @@ def _run_stage(cfg: PipelineConfig, stage: str, store: L.RunStore, executor, tra
             if name.startswith("checkpoint"):
                 tracker.log_checkpoint(name, ref["uri"], ref["sha256"], run_id=child)
         tracker.end_stage("finished", run_id=child)
-    printer(f"[{stage}] finished in {time.monotonic() - t0:.1f}s")
+    printer(f"[{stage}] finished in {time.monotonic() - s.t0:.1f}s")
     return rec
+
+
+def _run_stage(cfg: PipelineConfig, stage: str, store: L.RunStore, executor, tracker, parent: str | None,
+               track: bool, printer) -> L.StageRecord:
+    prepared = _prepare(cfg, stage, store, executor, tracker, parent, track, printer)
+    if isinstance(prepared, L.StageRecord):
+        return prepared
+    return _run_started([prepared], executor, printer)[0]
 
 
 def _log_parents(cfg: PipelineConfig, stage: str, store: L.RunStore) -> list[str]:
@@ -244,28 +334,46 @@ def _fail(store, stage, tracker, child, error, printer, status="failed") -> L.St
     return rec
 
 
-def _execute(cfg: PipelineConfig, run_id: str, executor: str | None, track: bool, printer,
-             only: list[str] | None = None) -> str:
+@dataclass
+class _Run:
+    """One pipeline run being executed: its store, tracker and MLflow parent run."""
+
+    cfg: PipelineConfig
+    run_id: str
+    store: L.RunStore
+    tracker: Any
+    parent: str | None
+    track: bool
+    failed: str | None = None
+
+
+def _begin(cfg: PipelineConfig, run_id: str, kind: str, track: bool) -> _Run:
     store = L.RunStore(cfg.storage.root, run_id)
-    meta = store.read_meta()
-    runner = make_stage_executor(executor or meta.get("executor"), cfg)
     tracker = _tracker(cfg, run_id, track)
     parent = tracker.start_pipeline(cfg.name, cfg.tracking.experiment, run_id, cfg.to_dict()) if track else None
-    store.update_meta(status="running", executor=runner.kind, mlflow_parent_run_id=parent, ended=None)
-    failed = None
-    for st in cfg.stages:
-        if store.read_meta().get("status") == "cancelled":
-            failed = "cancelled"
-            break
-        rec = _run_stage(cfg, st.name, store, runner, tracker, parent, track, printer)
-        if rec.state not in L.DONE:
-            failed = rec.state
-            break
+    store.update_meta(status="running", executor=kind, mlflow_parent_run_id=parent, ended=None)
+    return _Run(cfg=cfg, run_id=run_id, store=store, tracker=tracker, parent=parent, track=track)
+
+
+def _step(run: _Run, stage: str, runner, printer) -> L.StageRecord | None:
+    """Run one stage of ``run``; None when the run was cancelled. Sets ``run.failed`` when not done."""
+    if run.store.read_meta().get("status") == "cancelled":
+        run.failed = "cancelled"
+        return None
+    rec = _run_stage(run.cfg, stage, run.store, runner, run.tracker, run.parent, run.track, printer)
+    if rec.state not in L.DONE:
+        run.failed = rec.state
+    return rec
+
+
+def _end(run: _Run, printer) -> str:
+    """Record the run's final status, print its table; raise PipelineFailed unless it finished."""
+    cfg, run_id, failed = run.cfg, run.run_id, run.failed
     final = "finished" if failed is None else ("cancelled" if failed == "cancelled" else "failed")
-    store.update_meta(status=final, ended=time.time())
-    if parent:
-        tracker.end_pipeline(final, run_id=parent)
-        tracker.flush()
+    run.store.update_meta(status=final, ended=time.time())
+    if run.parent:
+        run.tracker.end_pipeline(final, run_id=run.parent)
+        run.tracker.flush()
     printer(results_table(status(run_id, cfg.storage.root)))
     if final != "finished":
         bad = next((r for r in status(run_id, cfg.storage.root)["stages"] if r["state"] in ("failed", "cancelled")), None)
@@ -276,17 +384,33 @@ def _execute(cfg: PipelineConfig, run_id: str, executor: str | None, track: bool
     return run_id
 
 
-def run_pipeline(cfg: PipelineConfig, executor: str | None = None, *, track: bool = True, printer=print,
-                 run_id: str | None = None) -> str:
-    """Run every stage of ``cfg`` (cached ones are reused); returns the run id. Raises PipelineFailed."""
+def _execute(cfg: PipelineConfig, run_id: str, executor: str | None, track: bool, printer,
+             only: list[str] | None = None) -> str:
+    meta = L.RunStore(cfg.storage.root, run_id).read_meta()
+    runner = make_stage_executor(executor or meta.get("executor"), cfg)
+    run = _begin(cfg, run_id, runner.kind, track)
+    for st in cfg.stages:
+        if _step(run, st.name, runner, printer) is None or run.failed:
+            break
+    return _end(run, printer)
+
+
+def _create_run(cfg: PipelineConfig, kind: str, track: bool, printer, run_id: str | None = None) -> str:
     check_stage_functions(cfg, registered_stages())
-    kind = executor or cfg.executor.kind
     run_folder(cfg, "x")  # a local root is needed for the run folder (raises ConfigError otherwise)
     run_id = run_id or L.new_run_id()
     store = L.RunStore(cfg.storage.root, run_id)
     store.update_meta(run_id=run_id, pipeline=cfg.name, config=cfg.to_dict(), executor=kind, created=time.time(),
                       status="running", track=track)
     printer(f"pipeline {cfg.name} run {run_id}  ({run_folder(cfg, run_id)})")
+    return run_id
+
+
+def run_pipeline(cfg: PipelineConfig, executor: str | None = None, *, track: bool = True, printer=print,
+                 run_id: str | None = None) -> str:
+    """Run every stage of ``cfg`` (cached ones are reused); returns the run id. Raises PipelineFailed."""
+    kind = executor or cfg.executor.kind
+    run_id = _create_run(cfg, kind, track, printer, run_id)
     return _execute(cfg, run_id, kind, track, printer)
 
 

@@ -27,6 +27,11 @@ CASES = {
          "executor.slurm.constraint=a100|h100", "executor.slurm.additional.mail-type=END",
          # setup lines are shell, written verbatim: the user quotes them
          """executor.slurm.setup=[module load cuda/12.1, "source '/opt/venvs/frugal cv/bin/activate'"]"""]),
+    # a shard stage as a job array of 16 tasks, at most 4 at once
+    "blockdrop-imagenet-resnet101-data-array": (
+        "blockdrop-imagenet-resnet101", "data",
+        ["executor.slurm.partition=gpu", "stages.data.params.tasks=16", "stages.data.params.max_shard_samples=5000",
+         "executor.slurm.array_parallelism=4", "executor.slurm.account=my lab's account"]),
 }
 
 
@@ -133,3 +138,29 @@ def test_render_plan_lists_stages_in_order(tmp_path, monkeypatch):
     demo = render_plan(load_pipeline(ROOT / "pipelines" / "blockdrop-demo.yaml", ["stages.finetune.engine=deepspeed"]))
     assert "executor  inline" in demo and "job=" not in demo
     assert "4. finetune  uses=blockdrop.finetune  engine=deepspeed" in demo and "zero_stage=0" in demo
+
+
+def test_array_stage_lines_and_quoting(odd_tmp):
+    cfg = load_pipeline(ROOT / "pipelines" / "blockdrop-imagenet-resnet101.yaml",
+                        ["stages.data.params.tasks=3", "stages.data.params.max_shard_samples=100"])
+    folder = odd_tmp / 'run "x" $HOME'
+    text = render_sbatch(cfg, "data", folder)
+    options = dict(shlex.split(line[len("#SBATCH "):])[0].split("=", 1)
+                   for line in text.splitlines() if line.startswith("#SBATCH --") and "=" in line)
+    assert options["--array"] == "0-2%3"  # array_parallelism (256) above the task count: all at once
+    assert options["--output"] == f"{folder}/slurm/%A_%a/%A_%a_0_log.out"
+    assert options["--job-name"] == "frugalcv-blockdrop-imagenet-resnet101-data"
+    assert "--array" not in render_sbatch(cfg, "pretrain", folder)
+    assert "#SBATCH --array=0-9%10" in render_sbatch(cfg, "pretrain", folder, array=10).splitlines()  # a sweep
+    plan = render_plan(load_pipeline(ROOT / "pipelines" / "blockdrop-imagenet-resnet101.yaml",
+                                     ["stages.data.params.tasks=3", "stages.data.params.max_shard_samples=100",
+                                      "executor.slurm.array_parallelism=2"]))
+    assert "job=frugalcv-blockdrop-imagenet-resnet101-data array=3%2" in plan
+
+
+def test_shard_tasks_without_max_shard_samples_is_a_clear_error():
+    cfg = load_pipeline(ROOT / "pipelines" / "blockdrop-imagenet-resnet101.yaml", ["stages.data.params.tasks=4"])
+    with pytest.raises(ConfigError, match="needs params.max_shard_samples"):
+        render_sbatch(cfg, "data", "/r")
+    with pytest.raises(ConfigError, match="array_parallelism"):
+        load_pipeline(ROOT / "pipelines" / "blockdrop-demo.yaml", ["executor.slurm.array_parallelism=0"])

@@ -1,6 +1,7 @@
 """``frugalcv run/status/resume/cancel/sweep`` on a fake pipeline, and ``run --dry-run`` vs the goldens."""
 
 import json
+import os
 import re
 import shlex
 import sys
@@ -78,3 +79,28 @@ def test_dry_run_prints_the_plan_and_the_golden_sbatch(tmp_path, capsys, monkeyp
     run = str(tmp_path / "frugalcv-runs" / "runs" / "<run-id>")
     pretrain = scripts["pretrain"].replace(run, "<RUN>").replace(shlex.quote(sys.executable), "<PYTHON>")
     assert pretrain.strip() == (ROOT / "tests" / "golden" / "blockdrop-demo-pretrain.sbatch").read_text().strip()
+
+
+def test_sweep_dry_run_on_slurm_shows_one_job_array_per_swept_stage(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    demo = ROOT / "pipelines" / "blockdrop-demo.yaml"
+    assert main(["sweep", str(demo), "-o", "executor.kind=slurm", "-o", "stages.curriculum.gamma=2,5,10",
+                 "-o", "executor.slurm.array_parallelism=2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "sweep: 3 run(s)" in out and out.count("\n=== ") == 3 and "param  gamma = 10" in out
+    scripts = dict(re.findall(r"--- sbatch for stage (\S+) [^\n]*---\n(.*?)(?=\n--- sbatch|\Z)", out, re.S))
+    assert list(scripts) == ["digits", "pretrain", "curriculum", "finetune", "evaluate"]
+    assert "--- sbatch for stage pretrain (once, shared by every value) ---" in out
+    assert "--- sbatch for stage curriculum (job array: 3 value(s), 3 task(s)) ---" in out
+    for stage in ("digits", "pretrain"):
+        assert "--array" not in scripts[stage]
+    for stage in ("curriculum", "finetune", "evaluate"):
+        assert "#SBATCH --array=0-2%2" in scripts[stage].splitlines()
+        assert f"#SBATCH --job-name=frugalcv-blockdrop-demo-{stage}" in scripts[stage].splitlines()
+    run = str(tmp_path / "frugalcv-runs" / "runs" / "<run-id>")
+    curriculum = scripts["curriculum"].replace(run, "<RUN>").replace(shlex.quote(sys.executable), "<PYTHON>")
+    golden = ROOT / "tests" / "golden" / "blockdrop-demo-sweep-curriculum.sbatch"
+    if os.environ.get("FRUGALCV_UPDATE_GOLDEN") == "1":
+        golden.write_text(curriculum.strip() + "\n")
+    assert curriculum.strip() == golden.read_text().strip()
+    assert not (tmp_path / "frugalcv-runs" / "runs").exists()

@@ -5,6 +5,11 @@ job): it reads ``ctx.params`` and ``ctx.inputs`` (resolved URLs), writes into ``
 (rank 0 only), resumes from ``ctx.checkpoint_dir`` when it holds a checkpoint, polls
 ``ctx.should_stop()`` for preemption, and returns metrics plus ``{output name: URI}``; the runner
 adds each output's sha256. An unknown stage name lists the registered ones (timm style).
+
+A stage registered with ``array_tasks=fn(params) -> N`` may run as N independent tasks (a Slurm
+job array): each task sees ``ctx.array = ArrayTask(index=i, count=N)`` and does its part; once all
+N succeeded the runner calls the stage once more in the driver with ``ArrayTask(index=None,
+count=N)`` (the final step: e.g. the shard manifest), whose result is the stage's result.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from frugalcv.workflows.schema import suggest
 BUILTIN_MODULES = ("frugalcv.workflows.stages.shard", "frugalcv.workflows.stages.blockdrop")
 
 _STAGES: dict[str, Callable[[StageContext], StageResult]] = {}
+_ARRAY_TASKS: dict[str, Callable[[dict[str, Any]], int]] = {}
 
 
 class StageInterrupted(FrugalError):
@@ -36,6 +42,18 @@ class NullTracker:
 
     def __getattr__(self, name: str):
         return lambda *args, **kwargs: None
+
+
+@dataclass(frozen=True)
+class ArrayTask:
+    """Which part of an array stage this call is: task ``index`` of ``count``, or the final step (None)."""
+
+    index: int | None
+    count: int
+
+    @property
+    def is_final(self) -> bool:
+        return self.index is None
 
 
 @dataclass(kw_only=True)
@@ -61,6 +79,8 @@ class StageContext:
     #: checkpoint every N optimizer steps (0: only at the end); the runner's ``checkpoint_every``
     checkpoint_every: int = 0
     should_stop: Callable[[], bool] = lambda: False
+    #: set when the stage runs as an array (see the module docstring); None for a plain run
+    array: ArrayTask | None = None
     printer: Callable[[str], None] = print
 
     @property
@@ -97,16 +117,30 @@ class StageResult:
         return {"metrics": {k: float(v) for k, v in self.metrics.items()}, "outputs": dict(self.outputs)}
 
 
-def register_stage(name: str, *, replace: bool = False):
-    """Decorator: register ``fn(ctx) -> StageResult`` under ``name`` (e.g. ``blockdrop.pretrain``)."""
+def register_stage(name: str, *, replace: bool = False, array_tasks: Callable[[dict[str, Any]], int] | None = None):
+    """Decorator: register ``fn(ctx) -> StageResult`` under ``name`` (e.g. ``blockdrop.pretrain``).
+
+    ``array_tasks(params)``: how many array tasks the stage runs as (see the module docstring)."""
 
     def wrap(fn):
         if name in _STAGES and not replace and _STAGES[name] is not fn:
             raise ValueError(f"stage {name!r} is registered twice ({_STAGES[name].__module__} and {fn.__module__})")
         _STAGES[name] = fn
+        if array_tasks is not None:
+            _ARRAY_TASKS[name] = array_tasks
         return fn
 
     return wrap
+
+
+def stage_array_tasks(name: str, params: dict[str, Any]) -> int:
+    """How many array tasks stage function ``name`` runs as with ``params`` (1: a plain run).
+
+    Loads only the (light) shard module, so a dry run does not import torch; a stage of another
+    module counts once that module is imported (the runner imports every stage it runs)."""
+    importlib.import_module("frugalcv.workflows.stages.shard")
+    fn = _ARRAY_TASKS.get(name)
+    return 1 if fn is None else fn(params)
 
 
 def _load_builtin() -> None:
@@ -156,6 +190,6 @@ def import_origin(origin: dict[str, str]) -> None:
 
 
 __all__ = [
-    "NullTracker", "StageContext", "StageInterrupted", "StageResult", "get_stage", "import_origin",
-    "register_stage", "registered_stages", "stage_origin",
+    "ArrayTask", "NullTracker", "StageContext", "StageInterrupted", "StageResult", "get_stage", "import_origin",
+    "register_stage", "registered_stages", "stage_array_tasks", "stage_origin",
 ]

@@ -6,7 +6,8 @@ runs this module in child processes (one per rank, ``RANK``/``WORLD_SIZE`` set),
 
     {"pipeline", "run_id", "stage", "uses", "origin": {"module", "file"}, "params", "inputs",
      "output_dir", "checkpoint_dir", "checkpoint_every", "engine", "deepspeed", "result_path",
-     "tracking": {"uri", "experiment", "root", "stage_run_id"} | null}
+     "tracking": {"uri", "experiment", "root", "stage_run_id"} | null,
+     "array": {"index": int | null, "count": int} (only for a task or the final step of an array stage)}
 
 Rank 0 returns (and writes to ``result_path``) ``{"state": "finished", "metrics", "outputs"}`` or
 ``{"state": "interrupted", "message"}`` when the stage stopped early after a checkpoint.
@@ -22,6 +23,7 @@ from typing import Any
 
 from frugalcv.sharding import storage
 from frugalcv.workflows.stages import (
+    ArrayTask,
     NullTracker,
     StageContext,
     StageInterrupted,
@@ -85,6 +87,7 @@ def run_spec(spec: dict[str, Any], printer=print, raise_preempted: bool = False)
         deepspeed=spec.get("deepspeed"), tracker=_tracker(spec, rank),
         checkpoint_every=int(spec.get("checkpoint_every") or 0),
         should_stop=lambda: stop_requested(spec["output_dir"]), printer=printer,
+        array=ArrayTask(**spec["array"]) if spec.get("array") else None,
     )
     try:
         result = fn(ctx)
