@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: set up .venv, then run the demo on an embedded
-# default (local folder ./frugalcv-runs, no cluster).
+# The main job on a fresh machine: set up .venv, then run the BlockDrop demo pipeline on an
+# embedded default (local folder ./frugalcv-runs, local MLflow store, inline, no cluster):
+# shard digits -> pretrain -> curriculum -> finetune -> evaluate, then print the results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/frugalcv shard digits sklearn frugalcv-runs/data/digits --max-shard-samples 500
-.venv/bin/frugalcv shards verify frugalcv-runs/data/digits/train
-.venv/bin/frugalcv shards info frugalcv-runs/data/digits/train
+.venv/bin/frugalcv run pipelines/blockdrop-demo.yaml "$@"
+.venv/bin/frugalcv status latest

@@ -40,7 +40,8 @@ def test_demo_inline_prints_a_table_and_a_second_run_is_all_cached(tmp_path, cap
         assert re.search(rf"^{stage}\s+finished", table, re.M), table
     assert f"run {rid}: finished" in out
     report = tmp_path / "runs" / rid / "stages" / "evaluate" / "report.md"
-    assert "| BlockDrop |" in report.read_text()
+    assert "| BlockDrop, before finetuning |" in report.read_text()
+    assert "| BlockDrop, after finetuning (γ=5) |" in report.read_text()
     assert (report.parent / "block_usage.png").exists()
 
     assert main(args) == 0

@@ -13,10 +13,10 @@ from frugalcv.workflows.blockdrop.curriculum import (
     CurriculumTask,
     frozen_logits,
 )
-from frugalcv.workflows.blockdrop.data import TensorBatches, digits_arrays
+from frugalcv.workflows.blockdrop.data import TensorBatches, digits_arrays, resize
 from frugalcv.workflows.blockdrop.evaluate import evaluate_policy
 from frugalcv.workflows.blockdrop.finetune import FinetuneConfig, FinetuneTask
-from frugalcv.workflows.blockdrop.pretrain import ClassificationTask, PretrainConfig
+from frugalcv.workflows.blockdrop.pretrain import ClassificationTask, PretrainConfig, stochastic_depth_keep
 from frugalcv.workflows.blockdrop.report import write_report
 from frugalcv.workflows.trainer import Trainer
 
@@ -131,6 +131,37 @@ def test_pretrain_step(nets, batch):
     assert all(g is not None for g in grads(resnet))
 
 
+def test_pretrain_step_with_stochastic_depth(nets, batch):
+    resnet, _ = nets
+    out = ClassificationTask(resnet, drop_path=0.5).training_step(batch)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
+
+
+@pytest.mark.parametrize("rule", ["uniform", "linear"])
+def test_stochastic_depth_drop_rates(rule):
+    torch.manual_seed(0)
+    dropped = 1 - stochastic_depth_keep(20000, 4, 0.4, rule).mean(0)
+    expected = [0.4] * 4 if rule == "uniform" else [0.1, 0.2, 0.3, 0.4]
+    assert dropped.tolist() == pytest.approx(expected, abs=0.015)
+
+
+def test_resize_shrinks_by_area_average():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    assert resize(x, 2).flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
+    assert resize(x, 4) is x and resize(x, None) is x
+    assert resize(x, 8).shape == (1, 1, 8, 8)
+
+
+def test_evaluate_counts_flops_at_the_input_size(nets):
+    resnet, policy = nets
+    data = [(torch.randn(4, 3, 16, 16), torch.zeros(4, dtype=torch.long))]
+    small = evaluate_policy(resnet, policy, data, baselines=False).metrics
+    data32 = [(torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long))]
+    assert evaluate_policy(resnet, policy, data32, baselines=False).metrics["full_flops"] == pytest.approx(
+        4 * small["full_flops"], rel=0.02)
+
+
 def test_evaluate_metrics_and_report(nets, tmp_path):
     resnet, policy = nets
     g = torch.Generator().manual_seed(0)
@@ -167,6 +198,8 @@ def test_configs_reject_bad_values_with_a_fix():
         FinetuneConfig(gamma=-1)
     with pytest.raises(ConfigError, match="BatchNorm"):
         PretrainConfig(batch_size=1)
+    with pytest.raises(ConfigError, match="drop_path_rule='halving'.*'uniform' or 'linear'"):
+        PretrainConfig(drop_path_rule="halving")
     with pytest.raises(TypeError):
         CurriculumConfig(8)  # kw_only
 

@@ -58,6 +58,16 @@ def normalize(images_uint8: torch.Tensor, mean: list[float], std: list[float]) -
     return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
 
 
+def resize(images_BCHW: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Square ``size`` x ``size`` images: area averaging when shrinking, bilinear when growing."""
+    if not size or tuple(images_BCHW.shape[-2:]) == (size, size):
+        return images_BCHW
+    if size < 1:
+        raise ConfigError(f"image_size={size}: must be a positive number of pixels")
+    mode = "area" if size < images_BCHW.shape[-1] else "bilinear"
+    return F.interpolate(images_BCHW.float(), size=(size, size), mode=mode)
+
+
 def random_translate(images_BCHW: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
     """Zero-pad by ``pad`` pixels and crop back at a random offset per image (no flips: digits)."""
     if pad <= 0:

@@ -58,17 +58,22 @@ def evaluate_policy(resnet: nn.Module, policy_net: nn.Module, data, *, baselines
     resnet.eval()
     policy_net.eval()
     first, second = _passes(data)
-    base, per_block = block_flops(resnet)
-    policy_cost = count_flops(policy_net)
-    num_blocks = len(per_block)
+    num_blocks = int(resnet.num_blocks)
+    costs = None  # FLOPs at the images' own size, known from the first batch
 
     policies, labels, correct, full_correct = [], [], [], []
     for images, y in first:
+        if costs is None:
+            size = tuple(images.shape[1:])
+            costs = (*block_flops(resnet, size), count_flops(policy_net, size))
         keep = P.greedy_policy(policy_net(images))
         policies.append(keep.bool().cpu())
         labels.append(y.cpu())
         correct.append((_run(resnet, images, keep, dynamic).argmax(1) == y).cpu())
         full_correct.append((resnet(images).argmax(1) == y).cpu())
+    if costs is None:
+        raise ValueError("evaluate_policy: the data yielded no batches")
+    base, per_block, policy_cost = costs
     policies_NK, labels_N, correct_N = torch.cat(policies), torch.cat(labels), torch.cat(correct)
     blocks = policies_NK.sum(1).double()
     flops = policy_flops(policies_NK, base, per_block, policy_cost)

@@ -27,6 +27,12 @@ class PretrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     translate: int = 2  # random-shift augmentation in pixels
+    #: stochastic depth (Huang et al. 2016): each block is dropped per image with probability
+    #: ``drop_path`` ("uniform") or drop_path * (k + 1) / K ("linear", Huang's rule), through the
+    #: same shortcut-only path as BlockDrop. Not in the dissertation's recipe (0 = off); on a tiny
+    #: dataset it makes the ResNet tolerate the dropped blocks the policy will later choose.
+    drop_path: float = 0.0
+    drop_path_rule: str = "uniform"
     log_every: int = 20
 
     def __post_init__(self):
@@ -40,6 +46,10 @@ class PretrainConfig:
             raise ConfigError(f"pretrain.warmup_epochs={self.warmup_epochs}: must be in [0, epochs={self.epochs})")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"pretrain.label_smoothing={self.label_smoothing}: must be in [0, 1)")
+        if not 0 <= self.drop_path < 1:
+            raise ConfigError(f"pretrain.drop_path={self.drop_path}: must be in [0, 1), e.g. 0.1; 0 turns it off")
+        if self.drop_path_rule not in ("uniform", "linear"):
+            raise ConfigError(f"pretrain.drop_path_rule={self.drop_path_rule!r}: use 'uniform' or 'linear'")
 
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0):
@@ -54,16 +64,33 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-class ClassificationTask:
-    """Cross-entropy on the full network; logs the batch accuracy."""
+def stochastic_depth_keep(batch_size: int, num_blocks: int, drop_path: float, rule: str = "uniform") -> torch.Tensor:
+    """Random keep mask [B, K]: P(drop block k) = drop_path ("uniform") or drop_path·(k+1)/K ("linear")."""
+    if rule == "linear":
+        survival = 1.0 - drop_path * torch.arange(1, num_blocks + 1) / num_blocks
+    else:
+        survival = torch.full((num_blocks,), 1.0 - drop_path)
+    return torch.bernoulli(survival.expand(batch_size, num_blocks))
 
-    def __init__(self, model: nn.Module, label_smoothing: float = 0.0):
+
+class ClassificationTask:
+    """Cross-entropy of the ResNet (all blocks, or stochastic depth); logs the batch accuracy."""
+
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.0, drop_path: float = 0.0,
+                 drop_path_rule: str = "uniform"):
         self.model, self.label_smoothing = model, label_smoothing
+        self.drop_path, self.drop_path_rule = drop_path, drop_path_rule
 
     def training_step(self, batch) -> dict:
         images, labels = batch
         self.model.train()
-        logits = self.model(images)
+        if self.drop_path > 0:
+            num_blocks = getattr(self.model, "module", self.model).num_blocks
+            keep = stochastic_depth_keep(len(labels), num_blocks, self.drop_path, self.drop_path_rule)
+            keep = keep.to(images.device)
+            logits = self.model(images, keep=keep)
+        else:
+            logits = self.model(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         return {"loss": loss, "accuracy": (logits.argmax(1) == labels).float().mean()}
 
@@ -101,7 +128,7 @@ def pretrain(model: nn.Module, train_data, config: PretrainConfig, *, eval_data=
             return {"accuracy": classification_accuracy(model, eval_data(0) if callable(eval_data) else eval_data)}
         evaluator = EvalHook(eval_fn, period=max(1, config.epochs // 4), prefix="pretrain eval", printer=printer)
         all_hooks.append(evaluator)
-    Trainer(ClassificationTask(model, config.label_smoothing), optimizer, train_data, [*all_hooks, *hooks],
-            epochs=config.epochs).train()
+    task = ClassificationTask(model, config.label_smoothing, config.drop_path, config.drop_path_rule)
+    Trainer(task, optimizer, train_data, [*all_hooks, *hooks], epochs=config.epochs).train()
     model.eval()
     return dict(evaluator.latest) if evaluator is not None else {}

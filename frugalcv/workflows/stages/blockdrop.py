@@ -4,7 +4,7 @@ Each stage reads its splits into memory (``load_split``), normalises with the tr
 channel statistics (carried in every checkpoint so ``evaluate`` needs no training data), calls
 the ``frugalcv.workflows.blockdrop`` function of its step, and saves ``<output_dir>/model.pt``::
 
-    {"model": name, "num_classes": n, "debug": bool, "mean": [...], "std": [...],
+    {"model": name, "num_classes": n, "debug": bool, "mean": [...], "std": [...], "image_size": n or None,
      "resnet": state_dict, "policy_model": name, "policy": state_dict}     # policy keys after curriculum
 
 With ``world_size > 1`` the trained module is wrapped in DDP and every rank takes its slice of
@@ -56,14 +56,18 @@ def load_state(url: str) -> dict:
     return torch.load(io.BytesIO(storage.read_bytes(url)), map_location="cpu", weights_only=True)
 
 
-def load_data(ctx: StageContext, split_input: str, mean=None, std=None):
-    """(normalised images, labels, mean, std) of an input split; stats from this split unless given."""
-    from frugalcv.workflows.blockdrop.data import channel_stats, load_split, normalize
+def load_data(ctx: StageContext, split_input: str, mean=None, std=None, size: int | None = None):
+    """(normalised images, labels, mean, std) of an input split; stats from this split unless given.
+
+    ``size`` resizes to size x size after normalising (the pretrain stage's ``image_size``,
+    carried in the checkpoint so every later stage sees the same resolution).
+    """
+    from frugalcv.workflows.blockdrop.data import channel_stats, load_split, normalize, resize
 
     images, labels = load_split(ctx.input(split_input))
     if mean is None:
         mean, std = channel_stats(images)
-    return normalize(images, mean, std), labels, mean, std
+    return resize(normalize(images, mean, std), size), labels, mean, std
 
 
 class RankBatches:
@@ -203,10 +207,12 @@ def pretrain_stage(ctx: StageContext) -> StageResult:
     from frugalcv.models import build_model
     from frugalcv.workflows.blockdrop.pretrain import PretrainConfig, classification_accuracy, pretrain
 
-    config = step_config(ctx, PretrainConfig)
+    config = step_config(ctx, PretrainConfig, extra=("image_size",))
     torch.manual_seed(int(ctx.param("seed", 0)))
-    x_train, y_train, mean, std = load_data(ctx, "train")
-    x_val, y_val, _, _ = load_data(ctx, "val", mean, std)
+    size = ctx.param("image_size")
+    size = int(size) if size else None
+    x_train, y_train, mean, std = load_data(ctx, "train", size=size)
+    x_val, y_val, _, _ = load_data(ctx, "val", mean, std, size)
     debug = bool(ctx.param("debug", False))
     num_classes = int(ctx.param("num_classes", 10))
     resnet = build_model(config.model, num_classes=num_classes, debug=debug)
@@ -221,7 +227,7 @@ def pretrain_stage(ctx: StageContext) -> StageResult:
         return StageResult()
     url = ctx.path("model.pt")
     save_state(url, {"model": config.model, "num_classes": num_classes, "debug": debug, "mean": mean,
-                     "std": std, "resnet": resnet.state_dict()})
+                     "std": std, "image_size": size, "resnet": resnet.state_dict()})
     return StageResult(metrics={"val_accuracy": accuracy}, outputs={"checkpoint": url})
 
 
@@ -258,7 +264,7 @@ def pretrain_deepspeed(ctx: StageContext, config, resnet: nn.Module, data) -> No
         zero, micro_batch_size=config.batch_size // ctx.world_size, extra=extra or None,
         lr_scheduler=lambda optimizer: cosine_schedule(optimizer, steps, warmup))
     saver = DeepSpeedCheckpointHook(ctx.checkpoint_dir, engine, every=ctx.checkpoint_every or None, save_at_end=False)
-    trainer = DeepSpeedTrainer(ClassificationTask(engine, config.label_smoothing), engine, data,
+    trainer = DeepSpeedTrainer(ClassificationTask(engine, config.label_smoothing, config.drop_path, config.drop_path_rule), engine, data,
                                [LoggingHook(config.log_every, prefix="pretrain ", printer=ctx.printer),
                                 MetricsHook(ctx), saver,
                                 StopHook(ctx, saver), PreemptionHook(saver)], epochs=config.epochs)
@@ -287,7 +293,7 @@ def curriculum_stage(ctx: StageContext) -> StageResult:
     torch.manual_seed(int(ctx.param("seed", 0)))
     state = load_state(ctx.input("checkpoint"))
     resnet, _ = _models(state, ctx)
-    x_train, y_train, _, _ = load_data(ctx, "train", state["mean"], state["std"])
+    x_train, y_train, _, _ = load_data(ctx, "train", state["mean"], state["std"], state.get("image_size"))
     policy_model = ctx.param("policy", "policy_resnet8_cifar")
     policy = build_model(policy_model, num_blocks=resnet.num_blocks, debug=bool(state["debug"]))
     history = learn_policy(resnet, distributed(policy, ctx), train_batches(ctx, x_train, y_train, config.batch_size),
@@ -296,7 +302,7 @@ def curriculum_stage(ctx: StageContext) -> StageResult:
         return StageResult()
     metrics = last_row(history, ("reward", "accuracy_greedy", "blocks_greedy"), "train_")
     if "val" in ctx.inputs:
-        x_val, y_val, _, _ = load_data(ctx, "val", state["mean"], state["std"])
+        x_val, y_val, _, _ = load_data(ctx, "val", state["mean"], state["std"], state.get("image_size"))
         ev = evaluate_policy(resnet, policy, eval_batches(ctx, x_val, y_val), baselines=False,
                              seed=int(ctx.param("seed", 0)))
         metrics.update({f"val_{k}": ev.metrics[k] for k in ("accuracy", "blocks_mean", "flops_speedup")})
@@ -320,7 +326,7 @@ def finetune_stage(ctx: StageContext) -> StageResult:
     if policy is None:
         raise ConfigError(f"stages.{ctx.stage}.inputs.checkpoint: {ctx.input('checkpoint')} holds no policy; "
                           "give the curriculum stage's checkpoint")
-    x_train, y_train, _, _ = load_data(ctx, "train", state["mean"], state["std"])
+    x_train, y_train, _, _ = load_data(ctx, "train", state["mean"], state["std"], state.get("image_size"))
     both = nn.ModuleDict({"resnet": resnet, "policy": policy})  # what the resumable checkpoint holds
     history = finetune(distributed(resnet, ctx, find_unused=True), distributed(policy, ctx),
                        train_batches(ctx, x_train, y_train, config.batch_size, config.translate), config,
@@ -329,7 +335,7 @@ def finetune_stage(ctx: StageContext) -> StageResult:
         return StageResult()
     metrics = last_row(history, ("ce", "reward", "accuracy_greedy", "blocks_greedy"), "train_")
     if "val" in ctx.inputs:
-        x_val, y_val, _, _ = load_data(ctx, "val", state["mean"], state["std"])
+        x_val, y_val, _, _ = load_data(ctx, "val", state["mean"], state["std"], state.get("image_size"))
         ev = evaluate_policy(resnet, policy, eval_batches(ctx, x_val, y_val), baselines=False,
                              seed=int(ctx.param("seed", 0)))
         metrics.update({f"val_{k}": ev.metrics[k] for k in ("accuracy", "blocks_mean", "flops_speedup")})
@@ -362,17 +368,23 @@ def evaluate_stage(ctx: StageContext) -> StageResult:
     resnet, policy = _models(state, ctx)
     if policy is None:
         raise ConfigError(f"stages.{ctx.stage}.inputs.checkpoint: {ctx.input('checkpoint')} holds no policy")
-    x_test, y_test, _, _ = load_data(ctx, "test", state["mean"], state["std"])
+    x_test, y_test, _, _ = load_data(ctx, "test", state["mean"], state["std"], state.get("image_size"))
     data = TensorBatches(x_test, y_test, int(ctx.param("batch_size", 256)))
     baselines = bool(ctx.param("baselines", True))
     after = evaluate_policy(resnet, policy, data, baselines=baselines, seed=seed)
     title = ctx.param("title", f"BlockDrop ({state['model']}), pipeline {ctx.pipeline}, run {ctx.run_id}")
     gamma = float(ctx.param("gamma", float("nan")))
     storage.url_to_fs(ctx.output_dir)[0].makedirs(ctx.output_dir, exist_ok=True)
+    metrics = {k: after.metrics[k] for k in KEY_METRICS if k in after.metrics}
+    rows = [("BlockDrop", after.metrics)]
     if "before" in ctx.inputs and baselines:
         before_resnet, before_policy = _models(load_state(ctx.input("before")), ctx)
         before = evaluate_policy(before_resnet, before_policy, data, seed=seed)
         R.write_report(ctx.output_dir, title=title, before=before, after=after, gamma=gamma)
+        metrics.update({f"before_{k}": before.metrics[k] for k in KEY_METRICS if k in before.metrics})
+        rows = [("BlockDrop, before finetuning", before.metrics), ("BlockDrop, after finetuning", after.metrics)]
+        ctx.printer(R.results_table(rows))
+        ctx.printer(R.baselines_table(before.metrics, after.metrics))
     else:
         figures = [
             R.plot_accuracy_vs_flops([("BlockDrop", after.metrics)], ctx.path("accuracy_vs_flops.png")),
@@ -385,9 +397,8 @@ def evaluate_stage(ctx: StageContext) -> StageResult:
         parts += ["## Figures", "\n".join(f"![{f.rsplit('/', 1)[-1]}]({f.rsplit('/', 1)[-1]})" for f in figures)]
         with open(ctx.path("report.md"), "w") as f:
             f.write("\n\n".join(parts) + "\n")
+        ctx.printer(R.results_table(rows))
     with open(ctx.path("metrics.json"), "w") as f:
         json.dump(after.metrics, f, indent=1, sort_keys=True)
-    ctx.printer(R.results_table([("BlockDrop", after.metrics)]))
-    metrics = {k: after.metrics[k] for k in KEY_METRICS if k in after.metrics}
     ctx.tracker.log_artifact(ctx.path("report.md"), "report")
     return StageResult(metrics=metrics, outputs={"report": ctx.path("report.md"), "metrics": ctx.path("metrics.json")})
