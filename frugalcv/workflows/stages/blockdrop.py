@@ -209,7 +209,7 @@ def pretrain_stage(ctx: StageContext) -> StageResult:
 
     config = step_config(ctx, PretrainConfig, extra=("image_size",))
     torch.manual_seed(int(ctx.param("seed", 0)))
-    size = ctx.param("image_size")
+    size = ctx.param("image_size", None)
     size = int(size) if size else None
     x_train, y_train, mean, std = load_data(ctx, "train", size=size)
     x_val, y_val, _, _ = load_data(ctx, "val", mean, std, size)
