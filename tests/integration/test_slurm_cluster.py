@@ -29,8 +29,14 @@ def test_cli_status_and_reuse(slurm_cluster, capsys):
     from frugalcv.cli import main
 
     root = slurm_cluster["root"]
-    assert main(["cluster", "status", "--root", root, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["nodes"] == {"n1": "idle", "n2": "idle"}
+    deadline = time.monotonic() + 120  # jobs of earlier tests may still be completing (epilog)
+    while True:
+        assert main(["cluster", "status", "--root", root, "--json"]) == 0
+        nodes = json.loads(capsys.readouterr().out)["nodes"]
+        if nodes == {"n1": "idle", "n2": "idle"} or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert nodes == {"n1": "idle", "n2": "idle"}
     assert cluster.cluster_up(nodes=2, root=root)["pids"] == slurm_cluster["pids"]  # reused, not restarted
     with pytest.raises(cluster.SlurmClusterError, match="already runs"):
         cluster.cluster_up(nodes=3, root=root)
