@@ -25,7 +25,13 @@ def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
 
 
 class ZeroPadShortcut(nn.Module):
-    """Parameter-free CIFAR shortcut: ``stride``x``stride`` average pooling, then zero channels."""
+    """Parameter-free CIFAR shortcut: ``stride``x``stride`` average pooling, then zero channels.
+
+    The pooling runs as a depthwise convolution with fixed weights 1/stride^2 (a non-persistent
+    buffer, so state dicts are unchanged): the same sums as ``F.avg_pool2d`` (bit-identical on
+    CPU), but oneDNN's kernel is about 3x faster than aten's NCHW pooling, which matters because
+    a dropped downsampling block still runs its shortcut. No FLOPs are counted for it.
+    """
 
     def __init__(self, in_ch: int, out_ch: int, stride: int):
         super().__init__()
@@ -33,10 +39,13 @@ class ZeroPadShortcut(nn.Module):
             raise ValueError(f"ZeroPadShortcut cannot shrink channels ({in_ch} -> {out_ch})")
         self.extra_channels = out_ch - in_ch
         self.stride = stride
+        self.in_channels = in_ch
+        weight = torch.full((in_ch, 1, stride, stride), 1.0 / (stride * stride))
+        self.register_buffer("pool_weight", weight, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
-            x = F.avg_pool2d(x, self.stride)
+            x = F.conv2d(x, self.pool_weight.to(x.dtype), stride=self.stride, groups=self.in_channels)
         if self.extra_channels:
             x = F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
         return x

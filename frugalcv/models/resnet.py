@@ -82,6 +82,9 @@ class BlockDropResNet(ResNetTrunk):
         self.num_classes = num_classes
         self.policy_name = policy_name  # registry name of the matching policy network
         self.debug = debug
+        # forward_dynamic runs a block on the whole batch once this share of rows keeps it
+        # (moving a kept row costs about a tenth of computing one; benchmarks/blockdrop_inference.py)
+        self.dense_fraction = 0.9
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Logits; ``keep`` [B, K] (bool or float, None = all blocks) masks blocks per row."""
@@ -98,38 +101,28 @@ class BlockDropResNet(ResNetTrunk):
         Equals ``forward(x, keep)`` in eval mode up to float rounding (a conv over a subset of
         rows may sum in another order); bit-exact for blocks that every row keeps. ``keep``
         must be 0/1. No gradients.
+
+        A block kept by a few rows gathers them, runs its residual branch on them and adds the
+        change back (``index_add_``). A block kept by nearly every row (``dense_fraction``) runs
+        on the whole batch and restores the few dropped rows: computing them costs less than
+        moving all the kept ones twice.
         """
         if self.training:
             raise RuntimeError("forward_dynamic needs eval mode (BN running statistics); call .eval()")
         keep = self._check_keep(keep, x)
-        rows = self._rows_per_block(keep, x.device)
+        plan = self._rows_per_block(keep, x.device)
         x = self.stem(x)
-        for block, idx in zip(self.blocks, rows, strict=True):
-            if idx is _ALL:
+        for block, (kind, idx) in zip(self.blocks, plan, strict=True):
+            if kind is _ALL:
                 x = block(x)
-            elif idx is _NONE:
+            elif kind is _NONE:
                 x = block.shortcut(x)
+            elif kind is _DENSE:  # idx = the dropped rows
+                skipped = block.shortcut(x)
+                out = F.relu(block.residual(x).add_(skipped), inplace=True)
+                x = out.index_copy_(0, idx, skipped.index_select(0, idx))
             else:
-                x_kept = _gather_rows(x, idx)
-                if len(idx) == 1 and x_kept.numel() <= _SLOW_CONV_MAX_NUMEL:
-                    # PyTorch sends a 1-row conv over a small input to its reference kernel
-                    # (~50x slower than oneDNN); run the lone row as a pair instead
-                    out = block.residual(x_kept.expand(2, *x_kept.shape[1:]).contiguous())[:1]
-                else:
-                    out = block.residual(x_kept)
-                if block.downsample is None:
-                    shortcut_kept = x_kept
-                    skipped = x  # produced by this method, safe to overwrite
-                else:
-                    skipped = block.shortcut(x)
-                    shortcut_kept = skipped.index_select(0, idx)
-                out = F.relu(out.add_(shortcut_kept), inplace=True)
-                if skipped.is_contiguous():
-                    # index_add_ runs in parallel where index_copy_ does not (~3x faster on CPU):
-                    # add each kept row's change instead of copying the row
-                    x = skipped.index_add_(0, idx, out.sub_(shortcut_kept))
-                else:
-                    x = skipped.index_copy_(0, idx, out)
+                x = _run_rows(block, x, idx)
         return self.fc(self.pool(x))
 
     def _check_keep(self, keep: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
@@ -142,7 +135,8 @@ class BlockDropResNet(ResNetTrunk):
             keep = keep.to(x.dtype)
         return keep
 
-    def _rows_per_block(self, keep: torch.Tensor, device: torch.device) -> list:
+    def _rows_per_block(self, keep: torch.Tensor, device: torch.device) -> list[tuple[object, torch.Tensor | None]]:
+        """Per block: (_ALL | _NONE, None), (_DENSE, dropped rows) or (_ROWS, kept rows)."""
         keep_KB = keep.detach().to("cpu").t()
         if keep_KB.dtype != torch.bool:
             if not bool(((keep_KB == 0) | (keep_KB == 1)).all()):
@@ -150,15 +144,41 @@ class BlockDropResNet(ResNetTrunk):
             keep_KB = keep_KB != 0
         counts = keep_KB.sum(1).tolist()
         batch = keep_KB.shape[1]
-        rows = []
+        plan: list[tuple[object, torch.Tensor | None]] = []
         for k, n in enumerate(counts):
             if n == batch:
-                rows.append(_ALL)
+                plan.append((_ALL, None))
             elif n == 0:
-                rows.append(_NONE)
+                plan.append((_NONE, None))
+            elif n >= self.dense_fraction * batch:
+                plan.append((_DENSE, (~keep_KB[k]).nonzero().squeeze(1).to(device, non_blocking=True)))
             else:
-                rows.append(keep_KB[k].nonzero().squeeze(1).to(device, non_blocking=True))
-        return rows
+                plan.append((_ROWS, keep_KB[k].nonzero().squeeze(1).to(device, non_blocking=True)))
+        return plan
+
+
+def _run_rows(block: DroppableBlock, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``block`` applied to rows ``idx`` of ``x``, the other rows passed through (x may be reused)."""
+    x_kept = _gather_rows(x, idx)
+    if len(idx) == 1 and x_kept.numel() <= _SLOW_CONV_MAX_NUMEL:
+        # PyTorch sends a 1-row conv over a small input to its reference kernel
+        # (~50x slower than oneDNN); run the lone row as a pair instead
+        out = block.residual(x_kept.expand(2, *x_kept.shape[1:]).contiguous())[:1]
+    else:
+        out = block.residual(x_kept)
+    if block.downsample is None:
+        shortcut_kept = x_kept  # a copy, ours to overwrite
+        skipped = x  # produced by forward_dynamic, safe to overwrite
+    else:
+        skipped = block.shortcut(x)
+        shortcut_kept = skipped.index_select(0, idx)
+    if not skipped.is_contiguous():
+        return skipped.index_copy_(0, idx, F.relu(out.add_(shortcut_kept), inplace=True))
+    # the kept rows become relu(out + s) = s + max(out, -s): add the change max(out, -s) in
+    # place with index_add_, which runs in parallel where index_copy_ does not (~3x faster on
+    # CPU); two passes over the kept rows (negate, maximum) instead of add, relu, subtract
+    change = torch.maximum(out, shortcut_kept.neg_(), out=out)
+    return skipped.index_add_(0, idx, change)
 
 
 def _gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -169,8 +189,10 @@ def _gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.index_select(x, 0, idx, out=out)
 
 
-_ALL = object()
-_NONE = object()
+_ALL = object()  # every row keeps the block: run it on the batch
+_NONE = object()  # no row keeps it: run only its shortcut
+_DENSE = object()  # nearly every row keeps it: run it on the batch, restore the dropped rows
+_ROWS = object()  # gather the kept rows, run them, add their change back
 # aten's use_mkldnn(): batch 1 and N*C*H*W <= 20480 falls back to the slow native conv
 _SLOW_CONV_MAX_NUMEL = 20480
 

@@ -52,8 +52,10 @@ def test_keep_all_equals_plain_forward_in_training_mode():
 
 
 @pytest.mark.parametrize(("name", "size"), RESNETS)
-def test_dynamic_equals_masked(name, size):
+@pytest.mark.parametrize("dense_fraction", [0.9, 0.3, 1.1])  # default; most blocks dense; never dense
+def test_dynamic_equals_masked(name, size, dense_fraction):
     model, x = _model_and_input(name, size, batch=6)
+    model.dense_fraction = dense_fraction
     gen = torch.Generator().manual_seed(3)
     keep = torch.bernoulli(torch.full((6, model.num_blocks), 0.5), generator=gen)
     keep[:, 0] = 0  # a block nobody keeps
@@ -110,6 +112,21 @@ def test_float_keep_is_differentiable():
     keep = torch.full((2, model.num_blocks), 0.5, requires_grad=True)
     model(x, keep).sum().backward()
     assert keep.grad is not None and torch.isfinite(keep.grad).all() and keep.grad.abs().sum() > 0
+
+
+def test_dynamic_plan_picks_each_way_to_run_a_block():
+    from frugalcv.models.resnet import _ALL, _DENSE, _NONE, _ROWS
+
+    model, x = _model_and_input("cifar_resnet32", (3, 16, 16), batch=10)
+    keep = torch.zeros(10, model.num_blocks)
+    keep[:, 1] = 1  # everyone
+    keep[:9, 2] = 1  # 9 of 10 rows >= dense_fraction 0.9: run on the batch, restore row 9
+    keep[:3, 3] = 1  # 3 rows: gather them
+    plan = model._rows_per_block(keep, x.device)
+    assert [kind for kind, _ in plan[:4]] == [_NONE, _ALL, _DENSE, _ROWS]
+    assert plan[2][1].tolist() == [9] and plan[3][1].tolist() == [0, 1, 2]
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_dynamic(x, keep), model(x, keep), rtol=1e-5, atol=1e-5)
 
 
 def test_dynamic_keeps_channels_last_layout():
