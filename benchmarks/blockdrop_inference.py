@@ -11,6 +11,14 @@ make every variant faster but help the full batch more than the row subsets, so 
 The machine must be otherwise idle: with 2 OpenMP threads a busy neighbour stalls every parallel
 region, which costs the dynamic path (more, smaller ops) relatively more.
 
+Execution options, each applied to every variant alike:
+
+* ``--threads N``: intra-op threads (default: PyTorch's choice, one per core).
+* ``--workers N``: ``frugalcv.models.RowShards``: the batch split into N row slices, each run
+  on its own single-threaded worker (no per-op fork/join; faster for every variant on 2 cores).
+* ``--keep-freed-memory``: glibc keeps freed memory, so no call pays page faults (see
+  ``keep_freed_memory``); every variant gets faster, the full network most.
+
 The per-image keep masks are Bernoulli samples with per-block probabilities whose sum is
 ``--blocks`` (default 17, the dissertation's 16.9 for R110 at gamma=10). ``--probs spread``
 (default) draws the probabilities U-shaped (most blocks near 0 or 1, as trained policies are:
@@ -20,20 +28,27 @@ probability, the worst case for gather/scatter since every block then runs on a 
 FLOPs (conv + linear, 2 per MAC, per image) come from ``frugalcv.models.flops``: the dynamic
 side is the mean over the batch of the per-image cost under its mask plus the policy network.
 The last line printed is JSON; ``speedup_over_flops_ratio`` = (full/dynamic time) divided by
-(full/dynamic FLOPs): 1.0 means time saved exactly in proportion to FLOPs saved.
+(full/dynamic FLOPs): 1.0 means time saved exactly in proportion to FLOPs saved. It is the
+median of per-round ratios (a full call and the dynamic call next to it share the machine's
+state); ``_of_medians``, ``_min`` (fastest calls) and ``_cpu`` (process CPU time) are the same
+ratio estimated other ways, and ``_blocks`` leaves the policy network out of both sides.
+``page_faults`` is the median number of minor page faults per call.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import json
 import os
+import resource
 import statistics
 import time
 
 import torch
 
-from frugalcv.models import block_flops, build_model, count_flops, fuse_batchnorm, policy_flops
+from frugalcv.models import RowShards, block_flops, build_model, count_flops, fuse_batchnorm, policy_flops
 
 
 def keep_probabilities(num_blocks: int, mean_kept: float, mode: str, gen: torch.Generator) -> torch.Tensor:
@@ -48,8 +63,8 @@ def keep_probabilities(num_blocks: int, mean_kept: float, mode: str, gen: torch.
     return torch.sigmoid(z + (lo + hi) / 2)
 
 
-def time_interleaved(fns: dict, warmup: int, repeats: int) -> tuple[dict, dict]:
-    """Wall and process-CPU milliseconds per call, per variant.
+def time_interleaved(fns: dict, warmup: int, repeats: int) -> tuple[dict, dict, dict]:
+    """Wall and process-CPU milliseconds and minor page faults per call, per variant.
 
     The order rotates each round so drift hits all variants equally. CPU time is the steadier
     measure on a busy machine when running one thread (with several, idle OpenMP threads spin).
@@ -59,14 +74,33 @@ def time_interleaved(fns: dict, warmup: int, repeats: int) -> tuple[dict, dict]:
             fn()
     wall: dict[str, list[float]] = {name: [] for name in fns}
     cpu: dict[str, list[float]] = {name: [] for name in fns}
+    faults: dict[str, list[int]] = {name: [] for name in fns}
     names = list(fns)
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
+            start_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start, start_cpu = time.perf_counter(), time.process_time()
             fns[name]()
             wall[name].append((time.perf_counter() - start) * 1e3)
             cpu[name].append((time.process_time() - start_cpu) * 1e3)
-    return wall, cpu
+            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start_faults)
+    return wall, cpu, faults
+
+
+def keep_freed_memory() -> None:
+    """Stop glibc from handing freed memory back to the kernel (and faulting it in again).
+
+    By default glibc returns large freed blocks (mmap, heap trimming), so every call that
+    allocates a big activation pays minor page faults: about 130k per full ResNet-110 call here,
+    against 40k for the dynamic path, which allocates smaller tensors. That cost varies with the
+    host and favours the dynamic side; with this, neither side pays it (the same effect as
+    running under jemalloc or tcmalloc, as PyTorch's CPU tuning guide advises).
+    """
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc's mallopt parameters
+    for option, value in ((m_mmap_threshold, 1 << 30), (m_trim_threshold, 1 << 30), (m_top_pad, 256 << 20)):
+        if libc.mallopt(option, value) != 1:
+            raise RuntimeError(f"mallopt({option}, {value}) failed: --keep-freed-memory needs glibc")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -80,9 +114,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--channels-last", action="store_true", help="NHWC for all three variants")
     parser.add_argument("--fuse-bn", action="store_true", help="fold BN into convs for all three variants")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave as is)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run every variant as this many row shards, one single-threaded worker each (0: intra-op threads)",
+    )
+    parser.add_argument(
+        "--keep-freed-memory", action="store_true", help="glibc keeps freed memory (no page faults; see keep_freed_memory)"
+    )
     args = parser.parse_args(argv)
+    if args.keep_freed_memory:
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
+    shards = RowShards(args.workers) if args.workers else None
 
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
@@ -105,18 +151,17 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.inference_mode():
         max_diff = (model.forward_dynamic(x, keep) - model(x, keep)).abs().max().item()
 
-        def dynamic():
+        def dynamic(x, keep):
             policy(x)  # the decision is part of the dynamic cost; keep is pre-sampled
             return model.forward_dynamic(x, keep)
 
-        samples, cpu_samples = time_interleaved(
-            {"full": lambda: model(x), "dynamic": dynamic, "masked": lambda: model(x, keep)},
-            args.warmup,
-            args.repeats,
-        )
-        policy_ms = statistics.median(
-            time_interleaved({"policy": lambda: policy(x)}, 1, args.repeats)[0]["policy"]
-        )
+        variants = {"full": lambda x, keep: model(x), "dynamic": dynamic, "masked": model, "policy": lambda x, keep: policy(x)}
+        if shards is not None:
+            variants = {name: functools.partial(shards, fn) for name, fn in variants.items()}
+        calls = {name: functools.partial(fn, x, keep) for name, fn in variants.items()}
+        policy_call = calls.pop("policy")
+        samples, cpu_samples, fault_samples = time_interleaved(calls, args.warmup, args.repeats)
+        policy_ms = statistics.median(time_interleaved({"policy": policy_call}, 1, args.repeats)[0]["policy"])
     ms = {name: statistics.median(v) for name, v in samples.items()}
     best = {name: min(v) for name, v in samples.items()}  # least disturbed by other processes
     cpu_ms = {name: statistics.median(v) for name, v in cpu_samples.items()}
@@ -131,7 +176,13 @@ def main(argv: list[str] | None = None) -> dict:
     ratio = paired / (flops_full / flops_dynamic)
     ratio_best = (best["full"] / best["dynamic"]) / (flops_full / flops_dynamic)
     ratio_cpu = (cpu_ms["full"] / cpu_ms["dynamic"]) / (flops_full / flops_dynamic)
-    print(f"CIFAR ResNet-110, batch {args.batch}, {torch.get_num_threads()} threads, probs={args.probs}")
+    # the residual blocks alone: the policy net's time (timed on its own) and FLOPs left out
+    ratio_blocks = (ms["full"] / (ms["dynamic"] - policy_ms)) / (flops_full / (flops_dynamic - policy_cost))
+    faults = {name: round(statistics.median(v)) for name, v in fault_samples.items()}
+    if shards is not None:
+        shards.close()
+    how = f"{args.workers} row-shard workers" if args.workers else f"{torch.get_num_threads()} intra-op threads"
+    print(f"CIFAR ResNet-110, batch {args.batch}, {how}, probs={args.probs}")
     print(f"  blocks kept per image: {kept.mean():.1f} +- {kept.std():.1f} of {model.num_blocks}")
     print(f"  blocks run by some row: {blocks_any}, by every row: {blocks_all}")
     print(f"  full     {ms['full']:8.1f} ms   {flops_full:.3e} FLOPs/image")
@@ -144,6 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"  speedup / FLOPs ratio: {ratio:.3f} from per-round ratios, {ratio_of_medians:.3f} from medians, {ratio_best:.3f} from fastest runs, "
         f"{ratio_cpu:.3f} from CPU time (full {cpu_ms['full']:.0f}, dynamic {cpu_ms['dynamic']:.0f} ms)"
     )
+    print(f"  blocks alone (policy net left out): {ratio_blocks:.3f}; minor page faults per call {faults}")
     print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (others' work inflates timings)")
     print(f"  dynamic vs masked max |diff| {max_diff:.2e}")
     result = {
@@ -158,11 +210,15 @@ def main(argv: list[str] | None = None) -> dict:
         "speedup_over_flops_ratio_of_medians": round(ratio_of_medians, 3),
         "speedup_over_flops_ratio_min": round(ratio_best, 3),
         "speedup_over_flops_ratio_cpu": round(ratio_cpu, 3),
+        "speedup_over_flops_ratio_blocks": round(ratio_blocks, 3),
+        "page_faults": faults,
+        "keep_freed_memory": args.keep_freed_memory,
         "cpu_ms": {name: round(v, 1) for name, v in cpu_ms.items()},
         "repeats": args.repeats,
         "loadavg": round(os.getloadavg()[0], 2),
         "batch": args.batch,
         "threads": torch.get_num_threads(),
+        "workers": args.workers,
         "probs": args.probs,
         "channels_last": args.channels_last,
         "fuse_bn": args.fuse_bn,

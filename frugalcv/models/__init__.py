@@ -10,6 +10,7 @@ from frugalcv.models.fuse import fuse_batchnorm
 from frugalcv.models.policy import PolicyNet
 from frugalcv.models.registry import UnknownModelError, build_model, list_models, register_model
 from frugalcv.models.resnet import BlockDropResNet
+from frugalcv.models.row_shards import RowShards
 
 __all__ = [
     "BasicBlock",
@@ -26,4 +27,5 @@ __all__ = [
     "policy_flops",
     "build_model",
     "register_model",
+    "RowShards",
 ]

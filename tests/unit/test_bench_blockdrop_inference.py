@@ -1,0 +1,34 @@
+"""Smoke test of benchmarks/blockdrop_inference.py with a tiny batch (a few seconds on CPU)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "blockdrop_inference.py"
+KEYS = ("full_ms", "dynamic_ms", "masked_ms", "policy_ms", "flops_full", "flops_dynamic",
+        "speedup_over_flops_ratio", "speedup_over_flops_ratio_blocks", "page_faults")
+
+
+def run(*args):
+    # a subprocess: --keep-freed-memory changes the process's malloc settings for good
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--batch", "6", "--warmup", "0", "--repeats", "1", *args],
+                          capture_output=True, text=True, timeout=300, check=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "dynamic vs masked max |diff|" in proc.stdout
+    return result
+
+
+def test_prints_json_last_with_the_issue_keys():
+    result = run("--threads", "1")
+    for key in KEYS:
+        assert key in result, key
+    assert result["flops_full"] == 505_775_360  # ResNet-110, as in the dissertation
+    assert 0 < result["flops_dynamic"] < result["flops_full"]
+    assert result["speedup_over_flops_ratio"] > 0
+
+
+def test_row_shard_workers_and_kept_memory():
+    result = run("--workers", "2", "--keep-freed-memory")
+    assert result["workers"] == 2 and result["keep_freed_memory"] is True
+    assert set(result["page_faults"]) == {"full", "dynamic", "masked"}
