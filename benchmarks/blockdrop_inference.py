@@ -16,8 +16,10 @@ Execution options, each applied to every variant alike:
 * ``--threads N``: intra-op threads (default: PyTorch's choice, one per core).
 * ``--workers N``: ``frugalcv.models.RowShards``: the batch split into N row slices, each run
   on its own single-threaded worker (no per-op fork/join; faster for every variant on 2 cores).
-* ``--keep-freed-memory``: glibc keeps freed memory, so no call pays page faults (see
-  ``keep_freed_memory``); every variant gets faster, the full network most.
+* ``--malloc keep`` (default): glibc keeps freed memory, so no call pays minor page faults
+  (see ``keep_freed_memory``). Their cost varies with the host from run to run and has nothing
+  to do with skipping blocks; every variant gets faster. ``--malloc default`` leaves glibc as
+  it is (then ``page_faults`` shows what each call paid).
 
 The per-image keep masks are Bernoulli samples with per-block probabilities whose sum is
 ``--blocks`` (default 17, the dissertation's 16.9 for R110 at gamma=10). ``--probs spread``
@@ -90,17 +92,17 @@ def time_interleaved(fns: dict, warmup: int, repeats: int) -> tuple[dict, dict, 
 def keep_freed_memory() -> None:
     """Stop glibc from handing freed memory back to the kernel (and faulting it in again).
 
-    By default glibc returns large freed blocks (mmap, heap trimming), so every call that
-    allocates a big activation pays minor page faults: about 130k per full ResNet-110 call here,
-    against 40k for the dynamic path, which allocates smaller tensors. That cost varies with the
-    host and favours the dynamic side; with this, neither side pays it (the same effect as
-    running under jemalloc or tcmalloc, as PyTorch's CPU tuning guide advises).
+    By default glibc returns large freed blocks (munmap, heap trimming), so a call that
+    allocates big activations pays minor page faults each time: 30k-130k per full ResNet-110
+    call on this VM and 13k-60k per dynamic call, at a cost per fault that varies with the host
+    from one run to the next. With this, neither side pays them; it has the effect of running
+    under jemalloc or tcmalloc, which PyTorch's CPU performance guide advises.
     """
     libc = ctypes.CDLL("libc.so.6")
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc's mallopt parameters
     for option, value in ((m_mmap_threshold, 1 << 30), (m_trim_threshold, 1 << 30), (m_top_pad, 256 << 20)):
         if libc.mallopt(option, value) != 1:
-            raise RuntimeError(f"mallopt({option}, {value}) failed: --keep-freed-memory needs glibc")
+            raise RuntimeError(f"mallopt({option}, {value}) failed: --malloc keep needs glibc; use --malloc default")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -121,10 +123,14 @@ def main(argv: list[str] | None = None) -> dict:
         help="run every variant as this many row shards, one single-threaded worker each (0: intra-op threads)",
     )
     parser.add_argument(
-        "--keep-freed-memory", action="store_true", help="glibc keeps freed memory (no page faults; see keep_freed_memory)"
+        "--malloc",
+        choices=["keep", "default"],
+        default="keep",
+        help="keep: glibc keeps freed memory, so no call pays page faults (see keep_freed_memory); "
+        "default: glibc's own behaviour",
     )
     args = parser.parse_args(argv)
-    if args.keep_freed_memory:
+    if args.malloc == "keep":
         keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -212,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
         "speedup_over_flops_ratio_cpu": round(ratio_cpu, 3),
         "speedup_over_flops_ratio_blocks": round(ratio_blocks, 3),
         "page_faults": faults,
-        "keep_freed_memory": args.keep_freed_memory,
+        "malloc": args.malloc,
         "cpu_ms": {name: round(v, 1) for name, v in cpu_ms.items()},
         "repeats": args.repeats,
         "loadavg": round(os.getloadavg()[0], 2),

@@ -11,7 +11,7 @@ KEYS = ("full_ms", "dynamic_ms", "masked_ms", "policy_ms", "flops_full", "flops_
 
 
 def run(*args):
-    # a subprocess: --keep-freed-memory changes the process's malloc settings for good
+    # a subprocess: --malloc keep changes the process's malloc settings for good
     proc = subprocess.run([sys.executable, str(SCRIPT), "--batch", "6", "--warmup", "0", "--repeats", "1", *args],
                           capture_output=True, text=True, timeout=300, check=True)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -20,7 +20,7 @@ def run(*args):
 
 
 def test_prints_json_last_with_the_issue_keys():
-    result = run("--threads", "1")
+    result = run("--threads", "1", "--malloc", "default")
     for key in KEYS:
         assert key in result, key
     assert result["flops_full"] == 505_775_360  # ResNet-110, as in the dissertation
@@ -29,6 +29,6 @@ def test_prints_json_last_with_the_issue_keys():
 
 
 def test_row_shard_workers_and_kept_memory():
-    result = run("--workers", "2", "--keep-freed-memory")
-    assert result["workers"] == 2 and result["keep_freed_memory"] is True
+    result = run("--workers", "2")
+    assert result["workers"] == 2 and result["malloc"] == "keep"
     assert set(result["page_faults"]) == {"full", "dynamic", "masked"}
