@@ -25,7 +25,10 @@ The per-image keep masks are Bernoulli samples with per-block probabilities whos
 ``--blocks`` (default 17, the dissertation's 16.9 for R110 at gamma=10). ``--probs spread``
 (default) draws the probabilities U-shaped (most blocks near 0 or 1, as trained policies are:
 469 distinct policies over 10k test images); ``--probs uniform`` gives every block the same
-probability, the worst case for gather/scatter since every block then runs on a partial batch.
+probability, so every block runs on about 40 of the 128 rows. Spread is the harder case on CPU:
+about 20 of its blocks run on 1-12 rows, and a convolution over so few rows costs 0.4-1 ms
+whatever their number (per-call overhead), several times its share of the FLOPs; uniform
+policies have no such blocks.
 
 FLOPs (conv + linear, 2 per MAC, per image) come from ``frugalcv.models.flops``: the dynamic
 side is the mean over the batch of the per-image cost under its mask plus the policy network.
