@@ -50,10 +50,15 @@ import os
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import torch
+from blockdrop_policy_masks import load_masks
 
 from frugalcv.models import RowShards, block_flops, build_model, count_flops, fuse_batchnorm, policy_flops
+
+#: greedy masks of a ResNet-110 policy trained with BlockDrop on the digits (see README)
+LEARNED_MASKS = Path(__file__).resolve().parent / "data" / "blockdrop_resnet110_digits_masks.json"
 
 
 def keep_probabilities(num_blocks: int, mean_kept: float, mode: str, gen: torch.Generator) -> torch.Tensor:
@@ -112,7 +117,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--blocks", type=float, default=17.0, help="mean number of blocks kept")
-    parser.add_argument("--probs", choices=["spread", "uniform"], default="spread")
+    parser.add_argument(
+        "--masks",
+        default=str(LEARNED_MASKS),
+        help="keep masks of a trained policy, a file from blockdrop_policy_masks.py (default: the "
+        "shipped ResNet-110 policy's, %(default)s)",
+    )
+    parser.add_argument(
+        "--probs",
+        choices=["spread", "uniform"],
+        help="sample the masks instead (--blocks kept on average): per-block probabilities U-shaped or equal",
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--seed", type=int, default=0)
@@ -149,8 +164,17 @@ def main(argv: list[str] | None = None) -> dict:
     if args.channels_last:
         model, policy = (m.to(memory_format=torch.channels_last) for m in (model, policy))
         x = x.contiguous(memory_format=torch.channels_last)
-    probs_K = keep_probabilities(model.num_blocks, args.blocks, args.probs, gen)
-    keep = torch.bernoulli(probs_K.expand(args.batch, -1), generator=gen).float()
+    if args.probs is None:
+        keep = load_masks(args.masks)
+        if keep.shape[1] != model.num_blocks or keep.shape[0] < args.batch:
+            raise SystemExit(
+                f"--masks {args.masks}: {list(keep.shape)} masks; need at least --batch {args.batch} "
+                f"rows of {model.num_blocks} blocks (cifar_resnet110)"
+            )
+        keep = keep[: args.batch]
+    else:
+        probs_K = keep_probabilities(model.num_blocks, args.blocks, args.probs, gen)
+        keep = torch.bernoulli(probs_K.expand(args.batch, -1), generator=gen).float()
 
     base, per_block = block_flops(model)
     flops_full = base + sum(per_block)
@@ -191,7 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
     if shards is not None:
         shards.close()
     how = f"{args.workers} row-shard workers" if args.workers else f"{torch.get_num_threads()} intra-op threads"
-    print(f"CIFAR ResNet-110, batch {args.batch}, {how}, probs={args.probs}")
+    policy_source = f"masks={args.masks}" if args.probs is None else f"probs={args.probs}"
+    print(f"CIFAR ResNet-110, batch {args.batch}, {how}, {policy_source}")
     print(f"  blocks kept per image: {kept.mean():.1f} +- {kept.std():.1f} of {model.num_blocks}")
     print(f"  blocks run by some row: {blocks_any}, by every row: {blocks_all}")
     print(f"  full     {ms['full']:8.1f} ms   {flops_full:.3e} FLOPs/image")
@@ -229,6 +254,8 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "workers": args.workers,
         "probs": args.probs,
+        "masks": args.masks if args.probs is None else None,
+        "unique_policies": len({tuple(row) for row in keep.bool().tolist()}),
         "channels_last": args.channels_last,
         "fuse_bn": args.fuse_bn,
     }

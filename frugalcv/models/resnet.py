@@ -82,8 +82,9 @@ class BlockDropResNet(ResNetTrunk):
         self.num_classes = num_classes
         self.policy_name = policy_name  # registry name of the matching policy network
         self.debug = debug
-        # forward_dynamic runs a block on the whole batch once this share of rows keeps it
-        # (moving a kept row costs about a tenth of computing one; benchmarks/blockdrop_inference.py)
+        # forward_dynamic runs a block on the contiguous range of rows spanning the ones that keep
+        # it once they fill this share of it (moving a kept row costs about a tenth of computing
+        # one; benchmarks/blockdrop_inference.py); above 1, rows are always gathered
         self.dense_fraction = 0.9
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
@@ -102,28 +103,40 @@ class BlockDropResNet(ResNetTrunk):
         rows may sum in another order); bit-exact for blocks that every row keeps. ``keep``
         must be 0/1. No gradients.
 
-        A block kept by a few rows gathers them, runs its residual branch on them and adds the
-        change back (``index_add_``). A block kept by nearly every row (``dense_fraction``) runs
-        on the whole batch and restores the few dropped rows: computing them costs less than
-        moving all the kept ones twice.
+        Rows are independent, so the batch is first put in an order where rows with similar
+        policies sit together (``_group_similar_rows``; the logits come back in the caller's
+        order). Then each block takes the cheapest of three ways to touch only its rows:
+
+        * its kept rows span a contiguous range of rows that they nearly fill
+          (``dense_fraction``): run the block on that range in place (a view, nothing moved)
+          and restore the few dropped rows inside it; computing them costs less than moving
+          all the kept ones twice;
+        * otherwise gather the kept rows, run the residual branch on them and add the change
+          back (``index_add_``);
+        * blocks that every row or no row keeps run on the batch or pass it through.
         """
         if self.training:
             raise RuntimeError("forward_dynamic needs eval mode (BN running statistics); call .eval()")
-        keep = self._check_keep(keep, x)
-        plan = self._rows_per_block(keep, x.device)
+        keep_BK = _bool_mask(self._check_keep(keep, x))
+        order = _group_similar_rows(keep_BK)
+        if order is not None:
+            keep_BK = keep_BK.index_select(0, order)
+            x = _gather_rows(x, order.to(x.device))
+        plan = self._rows_per_block(keep_BK, x.device)
         x = self.stem(x)
-        for block, (kind, idx) in zip(self.blocks, plan, strict=True):
+        for block, (kind, arg) in zip(self.blocks, plan, strict=True):
             if kind is _ALL:
                 x = block(x)
             elif kind is _NONE:
                 x = block.shortcut(x)
-            elif kind is _DENSE:  # idx = the dropped rows
-                skipped = block.shortcut(x)
-                out = F.relu(block.residual(x).add_(skipped), inplace=True)
-                x = out.index_copy_(0, idx, skipped.index_select(0, idx))
+            elif kind is _RANGE:
+                x = _run_range(block, x, *arg)
             else:
-                x = _run_rows(block, x, idx)
-        return self.fc(self.pool(x))
+                x = _run_rows(block, x, arg)
+        logits = self.fc(self.pool(x))
+        if order is None:
+            return logits
+        return torch.empty_like(logits).index_copy_(0, order.to(logits.device), logits)
 
     def _check_keep(self, keep: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
         if keep is None:
@@ -135,26 +148,73 @@ class BlockDropResNet(ResNetTrunk):
             keep = keep.to(x.dtype)
         return keep
 
-    def _rows_per_block(self, keep: torch.Tensor, device: torch.device) -> list[tuple[object, torch.Tensor | None]]:
-        """Per block: (_ALL | _NONE, None), (_DENSE, dropped rows) or (_ROWS, kept rows)."""
-        keep_KB = keep.detach().to("cpu").t()
-        if keep_KB.dtype != torch.bool:
-            if not bool(((keep_KB == 0) | (keep_KB == 1)).all()):
-                raise ValueError("forward_dynamic needs a 0/1 keep mask (threshold or sample the policy)")
-            keep_KB = keep_KB != 0
-        counts = keep_KB.sum(1).tolist()
+    def _rows_per_block(self, keep: torch.Tensor, device: torch.device) -> list[tuple[object, object]]:
+        """Per block: (_ALL | _NONE, None), (_RANGE, (start, stop, dropped rows or None)) or (_ROWS, kept rows).
+
+        ``keep`` is [B, K], 0/1 or bool, rows in the order they will run.
+        """
+        keep_KB = _bool_mask(keep).t()
         batch = keep_KB.shape[1]
-        plan: list[tuple[object, torch.Tensor | None]] = []
-        for k, n in enumerate(counts):
+        plan: list[tuple[object, object]] = []
+        for kept in keep_KB:
+            rows = kept.nonzero().squeeze(1)
+            n = len(rows)
             if n == batch:
                 plan.append((_ALL, None))
             elif n == 0:
                 plan.append((_NONE, None))
-            elif n >= self.dense_fraction * batch:
-                plan.append((_DENSE, (~keep_KB[k]).nonzero().squeeze(1).to(device, non_blocking=True)))
             else:
-                plan.append((_ROWS, keep_KB[k].nonzero().squeeze(1).to(device, non_blocking=True)))
+                start, stop = int(rows[0]), int(rows[-1]) + 1
+                if n >= self.dense_fraction * (stop - start):
+                    holes = (~kept[start:stop]).nonzero().squeeze(1) + start
+                    dropped = holes.to(device, non_blocking=True) if len(holes) else None
+                    plan.append((_RANGE, (start, stop, dropped)))
+                else:
+                    plan.append((_ROWS, rows.to(device, non_blocking=True)))
         return plan
+
+
+def _bool_mask(keep: torch.Tensor) -> torch.Tensor:
+    """``keep`` as a bool tensor on the CPU (plans are made there); 0/1 floats only."""
+    keep = keep.detach().to("cpu")
+    if keep.dtype == torch.bool:
+        return keep
+    if not bool(((keep == 0) | (keep == 1)).all()):
+        raise ValueError("forward_dynamic needs a 0/1 keep mask (threshold or sample the policy)")
+    return keep != 0
+
+
+def _group_similar_rows(keep_BK: torch.Tensor) -> torch.Tensor | None:
+    """A row order in which the rows keeping each block tend to be contiguous; None: keep the order.
+
+    Rows are sorted on their decisions for the blocks that some but not all rows keep, most
+    kept block first, in reflected-binary (Gray code) order: the rows keeping the first block
+    form one range, those keeping the second one too (across the first's boundary), the third
+    at most two, and so on. Rows sharing a policy (trained policies repeat: 469 distinct ones
+    over CIFAR-10's 10k test images in the dissertation) end up side by side, so many blocks
+    run on a slice of the batch with nothing gathered or scattered.
+    """
+    batch = keep_BK.shape[0]
+    counts = keep_BK.sum(0)
+    partial = ((counts > 0) & (counts < batch)).nonzero().squeeze(1)
+    if len(partial) == 0:
+        return None
+    partial = partial[torch.argsort(counts[partial], descending=True, stable=True)]
+    # Gray code -> binary: bit i of the key is the XOR of the row's first i+1 decisions
+    keys = (torch.cumsum(keep_BK[:, partial].to(torch.int32), dim=1) % 2).tolist()
+    order = sorted(range(batch), key=keys.__getitem__, reverse=True)
+    if order == list(range(batch)):
+        return None
+    return torch.tensor(order)
+
+
+def _run_range(block: DroppableBlock, x: torch.Tensor, start: int, stop: int, dropped: torch.Tensor | None):
+    """``block`` on rows ``start:stop`` of ``x`` (a view, updated in place), rows ``dropped`` restored."""
+    skipped = block.shortcut(x)  # x itself for identity blocks: produced by forward_dynamic, ours
+    saved = None if dropped is None else skipped.index_select(0, dropped)
+    out = block.residual(x[start:stop])
+    F.relu(skipped[start:stop].add_(out), inplace=True)  # s + out == out + s: the masked forward's sum
+    return skipped if saved is None else skipped.index_copy_(0, dropped, saved)
 
 
 def _run_rows(block: DroppableBlock, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -163,7 +223,7 @@ def _run_rows(block: DroppableBlock, x: torch.Tensor, idx: torch.Tensor) -> torc
     if len(idx) == 1 and x_kept.numel() <= _SLOW_CONV_MAX_NUMEL:
         # PyTorch sends a 1-row conv over a small input to its reference kernel
         # (~50x slower than oneDNN); run the lone row as a pair instead
-        out = block.residual(x_kept.expand(2, *x_kept.shape[1:]).contiguous())[:1]
+        out = block.residual(x_kept.expand(2, *x_kept.shape[1:]).contiguous(memory_format=_layout(x_kept)))[:1]
     else:
         out = block.residual(x_kept)
     if block.downsample is None:
@@ -171,27 +231,44 @@ def _run_rows(block: DroppableBlock, x: torch.Tensor, idx: torch.Tensor) -> torc
         skipped = x  # produced by forward_dynamic, safe to overwrite
     else:
         skipped = block.shortcut(x)
-        shortcut_kept = skipped.index_select(0, idx)
-    if not skipped.is_contiguous():
+        shortcut_kept = _gather_rows(skipped, idx)
+    rows, out_rows, kept_rows = _row_major(skipped), _row_major(out), _row_major(shortcut_kept)
+    if rows is None or out_rows is None or kept_rows is None:  # an unusual layout: plain copy back
         return skipped.index_copy_(0, idx, F.relu(out.add_(shortcut_kept), inplace=True))
     # the kept rows become relu(out + s) = s + max(out, -s): add the change max(out, -s) in
     # place with index_add_, which runs in parallel where index_copy_ does not (~3x faster on
     # CPU); two passes over the kept rows (negate, maximum) instead of add, relu, subtract
-    change = torch.maximum(out, shortcut_kept.neg_(), out=out)
-    return skipped.index_add_(0, idx, change)
+    change = torch.maximum(out_rows, kept_rows.neg_(), out=out_rows)
+    rows.index_add_(0, idx, change)
+    return skipped
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    nhwc = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if nhwc else torch.contiguous_format
+
+
+def _row_major(x: torch.Tensor) -> torch.Tensor | None:
+    """A contiguous view of ``x`` with rows first (NHWC as [N, H, W, C]), or None if there is none."""
+    if x.is_contiguous():
+        return x
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1)
+    return None
 
 
 def _gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``x[idx]`` in x's memory layout (plain index_select would turn NHWC back into NCHW)."""
-    nhwc = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    layout = torch.channels_last if nhwc else torch.contiguous_format
-    out = torch.empty((len(idx), *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=layout)
-    return torch.index_select(x, 0, idx, out=out)
+    rows = _row_major(x)
+    if rows is None:
+        return x.index_select(0, idx)
+    kept = rows.index_select(0, idx)
+    return kept if rows is x else kept.permute(0, 3, 1, 2)
 
 
 _ALL = object()  # every row keeps the block: run it on the batch
 _NONE = object()  # no row keeps it: run only its shortcut
-_DENSE = object()  # nearly every row keeps it: run it on the batch, restore the dropped rows
+_RANGE = object()  # its rows nearly fill a range: run it on that slice in place, restore the dropped rows
 _ROWS = object()  # gather the kept rows, run them, add their change back
 # aten's use_mkldnn(): batch 1 and N*C*H*W <= 20480 falls back to the slow native conv
 _SLOW_CONV_MAX_NUMEL = 20480

@@ -115,16 +115,22 @@ def test_float_keep_is_differentiable():
 
 
 def test_dynamic_plan_picks_each_way_to_run_a_block():
-    from frugalcv.models.resnet import _ALL, _DENSE, _NONE, _ROWS
+    from frugalcv.models.resnet import _ALL, _NONE, _RANGE, _ROWS
 
     model, x = _model_and_input("cifar_resnet32", (3, 16, 16), batch=10)
     keep = torch.zeros(10, model.num_blocks)
     keep[:, 1] = 1  # everyone
-    keep[:9, 2] = 1  # 9 of 10 rows >= dense_fraction 0.9: run on the batch, restore row 9
-    keep[:3, 3] = 1  # 3 rows: gather them
+    keep[:, 2] = 1
+    keep[4, 2] = 0  # 9 of 10 rows >= dense_fraction 0.9: run on the batch, restore row 4
+    keep[[0, 4, 8], 3] = 1  # 3 rows spread over 9: gather them
+    keep[2:7, 4] = 1  # rows 2-6: run on that slice, nothing to restore
+    keep[[0, 2, 3, 4, 5, 6, 7, 8, 9], 5] = 1  # 9 of the 10 rows in range 0-9: restore row 1
     plan = model._rows_per_block(keep, x.device)
-    assert [kind for kind, _ in plan[:4]] == [_NONE, _ALL, _DENSE, _ROWS]
-    assert plan[2][1].tolist() == [9] and plan[3][1].tolist() == [0, 1, 2]
+    assert [kind for kind, _ in plan[:6]] == [_NONE, _ALL, _RANGE, _ROWS, _RANGE, _RANGE]
+    assert plan[2][1][:2] == (0, 10) and plan[2][1][2].tolist() == [4]
+    assert plan[3][1].tolist() == [0, 4, 8]
+    assert plan[4][1] == (2, 7, None)
+    assert plan[5][1][:2] == (0, 10) and plan[5][1][2].tolist() == [1]
     with torch.no_grad():
         torch.testing.assert_close(model.forward_dynamic(x, keep), model(x, keep), rtol=1e-5, atol=1e-5)
 
@@ -170,3 +176,44 @@ def test_fused_batchnorm_model_matches_and_keeps_flops(name, size):
         torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(fused.forward_dynamic(x, keep), model(x, keep), rtol=1e-4, atol=1e-5)
     assert block_flops(fused) == block_flops(model)
+
+
+def _runs(rows: list[int]) -> int:
+    """Number of maximal runs of consecutive integers in sorted ``rows``."""
+    return sum(1 for i, r in enumerate(rows) if i == 0 or r != rows[i - 1] + 1)
+
+
+def test_group_similar_rows_makes_kept_rows_contiguous():
+    from frugalcv.models.resnet import _group_similar_rows
+
+    gen = torch.Generator().manual_seed(0)
+    policies = torch.bernoulli(torch.full((4, 8), 0.5), generator=gen).bool()  # 4 distinct policies
+    keep = policies[torch.randint(0, 4, (40,), generator=gen)]  # 40 rows sharing them, shuffled
+    keep[:, 0], keep[:, 1] = True, False  # blocks every row / no row keeps take no part
+    order = _group_similar_rows(keep)
+    assert sorted(order.tolist()) == list(range(40))
+    grouped = keep[order]
+    for block in range(2, 8):  # at most one range of rows per distinct policy keeping the block
+        rows = grouped[:, block].nonzero().squeeze(1).tolist()
+        assert _runs(rows) <= max(1, len({tuple(p) for p in policies[policies[:, block]].tolist()}))
+    counts = keep.sum(0)
+    partial = [k for k in range(8) if 0 < counts[k] < 40]
+    first, second = sorted(partial, key=lambda k: -int(counts[k]))[:2]  # most kept first
+    assert _runs(grouped[:, first].nonzero().squeeze(1).tolist()) == 1
+    assert _runs(grouped[:, second].nonzero().squeeze(1).tolist()) == 1  # reflected order
+    for i in range(1, 40):  # identical policies sit side by side
+        if torch.equal(grouped[i], grouped[i - 1]):
+            continue
+        assert not any(torch.equal(grouped[j], grouped[i - 1]) for j in range(i, 40))
+    assert _group_similar_rows(torch.ones(5, 3, dtype=torch.bool)) is None  # nothing to group
+    assert _group_similar_rows(grouped) is None  # already grouped
+
+
+def test_dynamic_returns_rows_in_the_callers_order():
+    model, x = _model_and_input("cifar_resnet32", (3, 16, 16), batch=8)
+    keep = torch.zeros(8, model.num_blocks)
+    keep[[1, 3, 5, 7], 2:] = 1  # odd rows keep every block from 2 on: grouping moves them
+    with torch.no_grad():
+        dynamic = model.forward_dynamic(x, keep)
+        for i in range(8):
+            torch.testing.assert_close(dynamic[i : i + 1], model(x[i : i + 1], keep[i : i + 1]), rtol=1e-5, atol=1e-5)
