@@ -2,33 +2,40 @@
 
 CIFAR ResNet-110, eval mode, ``torch.inference_mode``, default thread count. Three ways to run a
 batch: (1) the full network; (2) dynamic execution (``forward_dynamic``: each block's residual
-runs only on the rows that keep it) under a per-image policy keeping ~17 of 54 blocks, timed
-together with the policy network's forward on the same batch; (3) masking (every block computed,
-the kept rows selected afterwards, as in training). Calls are interleaved round-robin after a
-warm-up and the median is reported. ``--channels-last`` and ``--fuse-bn`` (BN folded into the
-convs) apply to all three variants alike, so the comparison stays fair; on a 2-core CPU they
-make every variant faster but help the full batch more than the row subsets, so the ratio drops.
-The machine must be otherwise idle: with 2 OpenMP threads a busy neighbour stalls every parallel
-region, which costs the dynamic path (more, smaller ops) relatively more.
+runs only on the rows that keep it) under per-image keep masks, timed together with the policy
+network's forward on the same batch; (3) masking (every block computed, the kept rows selected
+afterwards, as in training). Calls are interleaved round-robin after a warm-up and the median
+is reported. The machine must be otherwise idle: with 2 OpenMP threads a busy neighbour stalls
+every parallel region, which costs the dynamic path (more, smaller ops) relatively more.
 
 Execution options, each applied to every variant alike:
 
 * ``--threads N``: intra-op threads (default: PyTorch's choice, one per core).
 * ``--workers N``: ``frugalcv.models.RowShards``: the batch split into N row slices, each run
-  on its own single-threaded worker (no per-op fork/join; faster for every variant on 2 cores).
+  on its own single-threaded worker (no per-op fork/join).
 * ``--malloc keep`` (default): glibc keeps freed memory, so no call pays minor page faults
   (see ``keep_freed_memory``). Their cost varies with the host from run to run and has nothing
   to do with skipping blocks; every variant gets faster. ``--malloc default`` leaves glibc as
   it is (then ``page_faults`` shows what each call paid).
+* ``--channels-last``, ``--fuse-bn`` (BN folded into the convs).
 
-The per-image keep masks are Bernoulli samples with per-block probabilities whose sum is
-``--blocks`` (default 17, the dissertation's 16.9 for R110 at gamma=10). ``--probs spread``
-(default) draws the probabilities U-shaped (most blocks near 0 or 1, as trained policies are:
-469 distinct policies over 10k test images); ``--probs uniform`` gives every block the same
-probability, so every block runs on about 40 of the 128 rows. Spread is the harder case on CPU:
-about 20 of its blocks run on 1-12 rows, and a convolution over so few rows costs 0.4-1 ms
-whatever their number (per-call overhead), several times its share of the FLOPs; uniform
-policies have no such blocks.
+The keep masks (default) are those of a trained policy: ``benchmarks/data/
+blockdrop_resnet110_digits_masks.json``, the greedy decisions of a BlockDrop policy for
+ResNet-110 trained by the pipeline on the digits (curriculum + joint finetuning), on 128 test
+images; ``blockdrop_policy_masks.py`` writes such a file from any BlockDrop checkpoint
+(``--masks``). Timings depend on the masks, not on the weights, so the ResNet here keeps its
+random initialisation. Like the dissertation's CIFAR policies (469 distinct policies over 10k
+test images), trained policies repeat: rows share policies, and ``forward_dynamic`` groups
+them so that most blocks run on a contiguous slice of the batch.
+
+``--probs`` samples the masks instead, Bernoulli per image and block with per-block
+probabilities whose sum is ``--blocks`` (default 17, the dissertation's 16.9 for R110 at
+gamma=10): ``spread`` draws the probabilities U-shaped (most blocks near 0 or 1), ``uniform``
+gives every block the same one (every block then runs on about 40 of the 128 rows). Sampled
+masks share nothing between rows (128 distinct policies in 128 rows), which trained policies
+do not do; under ``spread`` about 20 blocks run on 1-12 scattered rows, and a convolution over
+so few rows costs 0.4-1 ms whatever their number (per-call overhead), several times its share
+of the FLOPs.
 
 FLOPs (conv + linear, 2 per MAC, per image) come from ``frugalcv.models.flops``: the dynamic
 side is the mean over the batch of the per-image cost under its mask plus the policy network.

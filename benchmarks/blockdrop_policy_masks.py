@@ -80,8 +80,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--source", help="how the checkpoint was made (e.g. the pipeline command), kept in the file")
     args = parser.parse_args(argv)
     record = policy_masks(args.checkpoint, args.test, args.images)
+    if args.source:
+        record = {"source": args.source, **record}
     tmp = f"{args.out}.tmp"
     with open(tmp, "w") as f:
         json.dump(record, f, indent=1)

@@ -38,10 +38,10 @@ def _checkpoint(path: Path) -> None:
 def test_writes_the_greedy_masks_and_reads_them_back(tmp_path, masks_module):
     ckpt, out = tmp_path / "model.pt", tmp_path / "masks.json"
     _checkpoint(ckpt)
-    summary = masks_module.main([str(ckpt), "digits", "--images", "12", "--out", str(out)])
+    summary = masks_module.main([str(ckpt), "digits", "--images", "12", "--out", str(out), "--source", "a test"])
     record = json.loads(out.read_text())
     assert summary["images"] == 12 and summary["num_blocks"] == 6 and summary["model"] == "cifar_resnet32"
-    assert len(record["masks"]) == len(record["labels"]) == 12
+    assert len(record["masks"]) == len(record["labels"]) == 12 and record["source"] == "a test"
     keep = masks_module.load_masks(str(out))
     assert keep.shape == (12, 6) and set(keep.unique().tolist()) <= {0.0, 1.0}
     assert summary["blocks_mean"] == pytest.approx(keep.sum(1).mean().item(), abs=0.01)

@@ -184,7 +184,7 @@ def _runs(rows: list[int]) -> int:
 
 
 def test_group_similar_rows_makes_kept_rows_contiguous():
-    from frugalcv.models.resnet import _group_similar_rows
+    from frugalcv.models.resnet import _group_similar_rows, _moved_rows
 
     gen = torch.Generator().manual_seed(0)
     policies = torch.bernoulli(torch.full((4, 8), 0.5), generator=gen).bool()  # 4 distinct policies
@@ -198,15 +198,27 @@ def test_group_similar_rows_makes_kept_rows_contiguous():
         assert _runs(rows) <= max(1, len({tuple(p) for p in policies[policies[:, block]].tolist()}))
     counts = keep.sum(0)
     partial = [k for k in range(8) if 0 < counts[k] < 40]
-    first, second = sorted(partial, key=lambda k: -int(counts[k]))[:2]  # most kept first
-    assert _runs(grouped[:, first].nonzero().squeeze(1).tolist()) == 1
-    assert _runs(grouped[:, second].nonzero().squeeze(1).tolist()) == 1  # reflected order
+    moved = _moved_rows(grouped[:, partial], 0.9)
+    assert moved < _moved_rows(keep[:, partial], 0.9)  # the plan moves fewer rows than before
+    # rows keeping the block it ranked first are one range (the most kept or the most mixed one)
+    assert any(_runs(grouped[:, k].nonzero().squeeze(1).tolist()) == 1 for k in partial)
     for i in range(1, 40):  # identical policies sit side by side
         if torch.equal(grouped[i], grouped[i - 1]):
             continue
         assert not any(torch.equal(grouped[j], grouped[i - 1]) for j in range(i, 40))
     assert _group_similar_rows(torch.ones(5, 3, dtype=torch.bool)) is None  # nothing to group
     assert _group_similar_rows(grouped) is None  # already grouped
+
+
+def test_moved_rows_prices_ranges_and_gathers():
+    from frugalcv.models.resnet import _moved_rows
+
+    keep = torch.zeros(10, 3, dtype=torch.bool)
+    keep[0:9, 0] = True  # a range of 9, no hole: nothing wasted
+    keep[[0, 1, 2, 3, 5, 6, 7, 8, 9], 1] = True  # 9 of a range of 10: 1 row computed in vain
+    keep[[0, 5, 9], 2] = True  # 3 of 10: gathered, 3 rows moved at 1/0.9 - 1 each
+    assert _moved_rows(keep, 0.9) == pytest.approx(0 + 1 + 3 * (1 / 0.9 - 1))
+    assert _moved_rows(keep, 1.1) == 0  # never ranged: moving is priced at nothing
 
 
 def test_dynamic_returns_rows_in_the_callers_order():
