@@ -4,8 +4,8 @@ CIFAR ResNet-110, eval mode, ``torch.inference_mode``, default thread count. Thr
 batch: (1) the full network; (2) dynamic execution (``forward_dynamic``: each block's residual
 runs only on the rows that keep it) under per-image keep masks, timed together with the policy
 network's forward on the same batch; (3) masking (every block computed, the kept rows selected
-afterwards, as in training). Calls are interleaved round-robin after a warm-up and the median
-is reported. The machine must be otherwise idle: with 2 OpenMP threads a busy neighbour stalls
+afterwards, as in training). Full and dynamic calls alternate after a warm-up (masking is timed
+on its own afterwards) and medians are reported. The machine must be otherwise idle: with 2 OpenMP threads a busy neighbour stalls
 every parallel region, which costs the dynamic path (more, smaller ops) relatively more.
 
 Execution options, each applied to every variant alike:
@@ -199,8 +199,13 @@ def main(argv: list[str] | None = None) -> dict:
         if shards is not None:
             variants = {name: functools.partial(shards, fn) for name, fn in variants.items()}
         calls = {name: functools.partial(fn, x, keep) for name, fn in variants.items()}
-        policy_call = calls.pop("policy")
+        policy_call, masked_call = calls.pop("policy"), calls.pop("masked")
+        # full and dynamic alternate (full-dynamic, dynamic-full, ...) so that each pair of calls
+        # is as close in time as possible; masking, far slower, is timed on its own afterwards
         samples, cpu_samples, fault_samples = time_interleaved(calls, args.warmup, args.repeats)
+        masked = time_interleaved({"masked": masked_call}, 1, args.repeats)
+        for timed, masked_timed in zip((samples, cpu_samples, fault_samples), masked, strict=True):
+            timed.update(masked_timed)
         policy_ms = statistics.median(time_interleaved({"policy": policy_call}, 1, args.repeats)[0]["policy"])
     ms = {name: statistics.median(v) for name, v in samples.items()}
     best = {name: min(v) for name, v in samples.items()}  # least disturbed by other processes
