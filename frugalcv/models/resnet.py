@@ -257,12 +257,7 @@ def _run_range(block: DroppableBlock, x: torch.Tensor, start: int, stop: int, dr
 def _run_rows(block: DroppableBlock, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``block`` applied to rows ``idx`` of ``x``, the other rows passed through (x may be reused)."""
     x_kept = _gather_rows(x, idx)
-    if len(idx) == 1 and x_kept.numel() <= _SLOW_CONV_MAX_NUMEL:
-        # PyTorch sends a 1-row conv over a small input to its reference kernel
-        # (~50x slower than oneDNN); run the lone row as a pair instead
-        out = block.residual(x_kept.expand(2, *x_kept.shape[1:]).contiguous(memory_format=_layout(x_kept)))[:1]
-    else:
-        out = block.residual(x_kept)
+    out = block.residual(x_kept)
     if block.downsample is None:
         shortcut_kept = x_kept  # a copy, ours to overwrite
         skipped = x  # produced by forward_dynamic, safe to overwrite
@@ -278,11 +273,6 @@ def _run_rows(block: DroppableBlock, x: torch.Tensor, idx: torch.Tensor) -> torc
     change = torch.maximum(out_rows, kept_rows.neg_(), out=out_rows)
     rows.index_add_(0, idx, change)
     return skipped
-
-
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    nhwc = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    return torch.channels_last if nhwc else torch.contiguous_format
 
 
 def _row_major(x: torch.Tensor) -> torch.Tensor | None:
@@ -307,8 +297,6 @@ _ALL = object()  # every row keeps the block: run it on the batch
 _NONE = object()  # no row keeps it: run only its shortcut
 _RANGE = object()  # its rows nearly fill a range: run it on that slice in place, restore the dropped rows
 _ROWS = object()  # gather the kept rows, run them, add their change back
-# aten's use_mkldnn(): batch 1 and N*C*H*W <= 20480 falls back to the slow native conv
-_SLOW_CONV_MAX_NUMEL = 20480
 
 
 def _cifar_resnet(blocks_per_segment: int, num_classes: int, debug: bool, debug_blocks: int):

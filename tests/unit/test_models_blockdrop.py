@@ -61,7 +61,7 @@ def test_dynamic_equals_masked(name, size, dense_fraction):
     keep[:, 0] = 0  # a block nobody keeps
     keep[:, 1] = 1  # a block everybody keeps
     keep[:, 2] = 0
-    keep[3, 2] = 1  # a block one row keeps (run as a pair, see forward_dynamic)
+    keep[3, 2] = 1  # a block one row keeps
     keep[0] = 0  # a row that drops everything
     with torch.no_grad():
         masked = model(x, keep)
