@@ -1,7 +1,7 @@
 """BlockDrop inference on CPU: does skipping blocks save time in proportion to FLOPs?
 
-CIFAR ResNet-110, eval mode, ``torch.inference_mode``, default thread count. Three ways to run a
-batch: (1) the full network; (2) dynamic execution (``forward_dynamic``: each block's residual
+CIFAR ResNet-110, eval mode, ``torch.inference_mode``, default thread count, NHWC, BN folded.
+Three ways to run a batch: (1) the full network; (2) dynamic execution (``forward_dynamic``: each block's residual
 runs only on the rows that keep it) under per-image keep masks, timed together with the policy
 network's forward on the same batch; (3) masking (every block computed, the kept rows selected
 afterwards, as in training). Full and dynamic calls alternate after a warm-up (masking is timed
@@ -18,7 +18,11 @@ Execution options, each applied to every variant alike:
   (see ``keep_freed_memory``). Their cost varies with the host from run to run and has nothing
   to do with skipping blocks; every variant gets faster. ``--malloc default`` leaves glibc as
   it is (then ``page_faults`` shows what each call paid).
-* ``--channels-last``, ``--fuse-bn`` (BN folded into the convs).
+* ``--channels-last`` and ``--fuse-bn`` (BN folded into the convs), both on by default: every
+  network runs the way it runs fastest here. Measured interleaved on this 2-core VM, the full
+  ResNet-110 takes 767 ms NCHW with BN modules, 637 ms NHWC, 721 ms fused and 599 ms NHWC and
+  fused; a baseline slowed down by its layout would flatter the dynamic path. ``--no-channels-last``
+  and ``--no-fuse-bn`` turn them off.
 
 The keep masks (default) are those of a trained policy: ``benchmarks/data/
 blockdrop_resnet110_digits_masks.json``, the greedy decisions of a BlockDrop policy for
@@ -137,10 +141,20 @@ def main(argv: list[str] | None = None) -> dict:
         help="sample the masks instead (--blocks kept on average): per-block probabilities U-shaped or equal",
     )
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--channels-last", action="store_true", help="NHWC for all three variants")
-    parser.add_argument("--fuse-bn", action="store_true", help="fold BN into convs for all three variants")
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="NHWC for every network and variant (default; the full ResNet-110 runs ~17%% faster than NCHW here)",
+    )
+    parser.add_argument(
+        "--fuse-bn",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fold BN into the convs of every network (default; as deployed for inference)",
+    )
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave as is)")
     parser.add_argument(
         "--workers",

@@ -26,6 +26,13 @@ def test_prints_json_last_with_the_issue_keys():
     assert result["flops_full"] == 505_775_360  # ResNet-110, as in the dissertation
     assert 0 < result["flops_dynamic"] < result["flops_full"]
     assert result["speedup_over_flops_ratio"] > 0
+    assert result["channels_last"] and result["fuse_bn"]  # the full network's fastest form is the default
+
+
+def test_plain_layout_and_bn_modules_on_request():
+    result = run("--threads", "1", "--no-channels-last", "--no-fuse-bn")
+    assert not result["channels_last"] and not result["fuse_bn"]
+    assert result["flops_full"] == 505_775_360
 
 
 def test_row_shard_workers_and_kept_memory():
