@@ -39,7 +39,7 @@ gamma=10): ``spread`` draws the probabilities U-shaped (most blocks near 0 or 1)
 gives every block the same one (every block then runs on about 40 of the 128 rows). Sampled
 masks share nothing between rows (128 distinct policies in 128 rows), which trained policies
 do not do; under ``spread`` about 20 blocks run on 1-12 scattered rows, and a convolution over
-so few rows costs 0.4-1 ms whatever their number (per-call overhead), several times its share
+so few rows costs 0.1-0.4 ms whatever their number (per-call overhead), several times its share
 of the FLOPs.
 
 FLOPs (conv + linear, 2 per MAC, per image) come from ``frugalcv.models.flops``: the dynamic
