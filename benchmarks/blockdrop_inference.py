@@ -1,13 +1,13 @@
 """BlockDrop inference on CPU: does skipping blocks save time in proportion to FLOPs?
 
 CIFAR ResNet-110, eval mode, ``torch.inference_mode``, default thread count, NHWC, BN folded.
-Three ways to run a batch: (1) the full network; (2) dynamic execution (``forward_dynamic``: each block's residual
-runs only on the rows that keep it) under per-image keep masks, timed together with the policy
-network's forward on the same batch; (3) masking (every block computed, the kept rows selected
-afterwards, as in training). Full and dynamic calls alternate after a warm-up (masking is timed
-on its own afterwards) and medians are reported. The machine must be otherwise idle: with 2
-OpenMP threads a busy neighbour stalls every parallel region, which costs the dynamic path
-(more, smaller ops) relatively more.
+Three ways to run a batch: (1) the full network; (2) dynamic execution (``forward_dynamic``:
+each block's residual runs only on the rows that keep it) under per-image keep masks, timed
+together with the policy network's forward on the same batch; (3) masking (every block
+computed, the kept rows selected afterwards, as in training). Full and dynamic calls alternate
+after a warm-up (masking is timed on its own afterwards) and medians are reported. The machine
+must be otherwise idle: with 2 OpenMP threads a busy neighbour stalls every parallel region,
+which costs the dynamic path (more, smaller ops) relatively more.
 
 Execution options, each applied to every variant alike:
 
