@@ -230,13 +230,14 @@ def main(argv: list[str] | None = None) -> dict:
     kept = keep.sum(1)
     blocks_any = int((keep.sum(0) > 0).sum())
     blocks_all = int((keep.sum(0) == args.batch).sum())
-    ratio = (ms["full"] / ms["dynamic"]) / (flops_full / flops_dynamic)  # the definition
+    flops_ratio = flops_full / flops_dynamic
+    ratio = (ms["full"] / ms["dynamic"]) / flops_ratio  # the definition
     # the machine's speed drifts between phases lasting seconds; a full call and the dynamic call
     # right next to it share a phase: the median of per-round ratios, another estimate
     paired = statistics.median(f / d for f, d in zip(samples["full"], samples["dynamic"], strict=True))
-    ratio_paired = paired / (flops_full / flops_dynamic)
-    ratio_best = (best["full"] / best["dynamic"]) / (flops_full / flops_dynamic)
-    ratio_cpu = (cpu_ms["full"] / cpu_ms["dynamic"]) / (flops_full / flops_dynamic)
+    ratio_paired = paired / flops_ratio
+    ratio_best = (best["full"] / best["dynamic"]) / flops_ratio
+    ratio_cpu = (cpu_ms["full"] / cpu_ms["dynamic"]) / flops_ratio
     # the residual blocks alone: the policy net's time (timed on its own) and FLOPs left out
     ratio_blocks = (ms["full"] / (ms["dynamic"] - policy_ms)) / (flops_full / (flops_dynamic - policy_cost))
     faults = {name: round(statistics.median(v)) for name, v in fault_samples.items()}
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"  dynamic  {ms['dynamic']:8.1f} ms   {flops_dynamic:.3e} FLOPs/image (policy net {policy_ms:.1f} ms)"
     )
     print(f"  masked   {ms['masked']:8.1f} ms")
-    print(f"  time speedup {ms['full'] / ms['dynamic']:.2f}x, FLOPs ratio {flops_full / flops_dynamic:.2f}x")
+    print(f"  time speedup {ms['full'] / ms['dynamic']:.2f}x, FLOPs ratio {flops_ratio:.2f}x")
     print(
         f"  speedup / FLOPs ratio: {ratio:.3f} from median times, {ratio_paired:.3f} from per-round ratios, {ratio_best:.3f} from fastest runs, "
         f"{ratio_cpu:.3f} from CPU time (full {cpu_ms['full']:.0f}, dynamic {cpu_ms['dynamic']:.0f} ms)"
