@@ -23,7 +23,7 @@ import torch
 
 from frugalcv.workflows.blockdrop.data import digits_arrays, load_split, normalize, resize
 from frugalcv.workflows.blockdrop.policy import greedy_policy
-from frugalcv.workflows.stages.blockdrop import _models, load_state
+from frugalcv.workflows.blockdrop.stages import _models, load_state
 
 
 def policy_masks(checkpoint: str, test: str, images: int) -> dict:

@@ -14,9 +14,9 @@ import json
 import tempfile
 import time
 
-from frugalcv.workflows import runner
-from frugalcv.workflows.config import pipeline_from_dict
-from frugalcv.workflows.stages import StageResult, register_stage
+from frugalcv.workflows.pipeline import runner
+from frugalcv.workflows.pipeline.config import pipeline_from_dict
+from frugalcv.workflows.pipeline.stages import StageResult, register_stage
 
 
 @register_stage("bench.noop", replace=True)

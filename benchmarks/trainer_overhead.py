@@ -40,9 +40,9 @@ import torch
 import torch.nn.functional as F
 
 from frugalcv.models import build_model
-from frugalcv.workflows.checkpoint import CheckpointHook
-from frugalcv.workflows.preemption import PreemptionHook
-from frugalcv.workflows.trainer import LoggingHook, Trainer
+from frugalcv.slurm.preemption import PreemptionHook
+from frugalcv.workflows.engine.checkpoint import CheckpointHook
+from frugalcv.workflows.engine.trainer import LoggingHook, Trainer
 
 
 class CrossEntropyTask:

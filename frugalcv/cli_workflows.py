@@ -38,7 +38,7 @@ def cmd_cluster(args) -> int:
 
 
 def _root(args) -> str:
-    from frugalcv.workflows.config import DEFAULT_ROOT, load_pipeline
+    from frugalcv.workflows.pipeline.config import DEFAULT_ROOT, load_pipeline
 
     if getattr(args, "root", None):
         return os.path.abspath(args.root) if "://" not in args.root else args.root.rstrip("/")
@@ -48,7 +48,7 @@ def _root(args) -> str:
 
 
 def _dry_run(cfg) -> None:
-    from frugalcv.workflows.plan import render_plan, render_sbatch, run_folder
+    from frugalcv.workflows.pipeline.plan import render_plan, render_sbatch, run_folder
 
     print(render_plan(cfg), end="")
     if not cfg.storage.is_local:
@@ -61,8 +61,8 @@ def _dry_run(cfg) -> None:
 
 
 def cmd_run(args) -> int:
-    from frugalcv.workflows.config import load_pipeline
-    from frugalcv.workflows.runner import run_pipeline
+    from frugalcv.workflows.pipeline.config import load_pipeline
+    from frugalcv.workflows.pipeline.runner import run_pipeline
 
     cfg = load_pipeline(args.pipeline, args.override or [])
     if args.executor:
@@ -76,8 +76,14 @@ def cmd_run(args) -> int:
 
 def _dry_run_sweep_slurm(configs) -> None:
     """Each value's plan, then the sbatch scripts once: a stage that differs between values as one job array."""
-    from frugalcv.workflows.plan import array_tasks, render_plan, render_sbatch, run_folder, sbatch_parameters
-    from frugalcv.workflows.sweep import sweep_stages
+    from frugalcv.workflows.pipeline.plan import (
+        array_tasks,
+        render_plan,
+        render_sbatch,
+        run_folder,
+        sbatch_parameters,
+    )
+    from frugalcv.workflows.pipeline.sweep import sweep_stages
 
     for combo, cfg in configs:
         print(f"\n=== {' '.join(combo)}")
@@ -104,9 +110,9 @@ def _dry_run_sweep_slurm(configs) -> None:
 
 def cmd_sweep(args) -> int:
     from frugalcv.errors import FrugalError
-    from frugalcv.workflows.config import load_pipeline
-    from frugalcv.workflows.overrides import parse_sweep
-    from frugalcv.workflows.runner import key_metrics, run_pipeline, status
+    from frugalcv.workflows.pipeline.config import load_pipeline
+    from frugalcv.workflows.pipeline.overrides import parse_sweep
+    from frugalcv.workflows.pipeline.runner import key_metrics, run_pipeline, status
 
     combos = parse_sweep(args.override or [])
     configs = [(combo, load_pipeline(args.pipeline, combo)) for combo in combos]  # validate all first
@@ -126,7 +132,7 @@ def cmd_sweep(args) -> int:
         return 0
     swept = [" ".join(c for c in combo if c not in (args.override or [])) for combo, _ in configs]
     if slurm:
-        from frugalcv.workflows.sweep import run_sweep
+        from frugalcv.workflows.pipeline.sweep import run_sweep
 
         outcomes = run_sweep([cfg for _, cfg in configs], args.executor, track=not args.no_track)
     else:
@@ -152,7 +158,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from frugalcv.workflows.runner import results_table, status
+    from frugalcv.workflows.pipeline.runner import results_table, status
 
     st = status(args.run, _root(args))
     if args.json:
@@ -167,14 +173,14 @@ def cmd_status(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from frugalcv.workflows.runner import resume_run
+    from frugalcv.workflows.pipeline.runner import resume_run
 
     resume_run(args.run, _root(args), args.executor)
     return 0
 
 
 def cmd_cancel(args) -> int:
-    from frugalcv.workflows.runner import cancel
+    from frugalcv.workflows.pipeline.runner import cancel
 
     st = cancel(args.run, _root(args))
     print(f"run {st['run_id']}: {st['status']}")
@@ -182,9 +188,9 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_sync(args) -> int:
-    from frugalcv.workflows.lineage import run_url
-    from frugalcv.workflows.runner import resolve_run_id
-    from frugalcv.workflows.tracking import sync_run
+    from frugalcv.workflows.pipeline.lineage import run_url
+    from frugalcv.workflows.pipeline.runner import resolve_run_id
+    from frugalcv.workflows.pipeline.tracking import sync_run
 
     root = _root(args)
     rid = resolve_run_id(args.run, root)
@@ -227,7 +233,7 @@ def add_commands(sub) -> None:
 
     st = sub.add_parser("status", help="a run's stages, states, metrics (exit 1 when failed/cancelled)")
     _run_locator(st)
-    st.add_argument("--json", action="store_true", help="the schema of frugalcv.workflows.runner.status")
+    st.add_argument("--json", action="store_true", help="the schema of frugalcv.workflows.pipeline.runner.status")
     st.set_defaults(fn=cmd_status)
 
     rs = sub.add_parser("resume", help="continue a run: done stages stay, the interrupted one resumes")

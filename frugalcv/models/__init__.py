@@ -3,14 +3,14 @@
 Every registered model has a tiny flavour for tests: ``build_model(name, debug=True)``.
 """
 
-from frugalcv.models import policy, resnet  # noqa: F401  (registers the models)
+from frugalcv.models.blockdrop import policy, resnet  # noqa: F401  (registers the models)
+from frugalcv.models.blockdrop.fuse import fuse_batchnorm
+from frugalcv.models.blockdrop.policy import PolicyNet
+from frugalcv.models.blockdrop.resnet import BlockDropResNet
+from frugalcv.models.blockdrop.row_shards import RowShards
 from frugalcv.models.blocks import BasicBlock, Bottleneck, DroppableBlock
 from frugalcv.models.flops import block_flops, count_flops, flops_report, policy_flops
-from frugalcv.models.fuse import fuse_batchnorm
-from frugalcv.models.policy import PolicyNet
 from frugalcv.models.registry import UnknownModelError, build_model, list_models, register_model
-from frugalcv.models.resnet import BlockDropResNet
-from frugalcv.models.row_shards import RowShards
 
 __all__ = [
     "BasicBlock",

@@ -27,9 +27,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from frugalcv.models.policy import PolicyNet
+from frugalcv.models.blockdrop.policy import PolicyNet
+from frugalcv.models.blockdrop.resnet import BlockDropResNet, ResNetTrunk
 from frugalcv.models.registry import build_model, list_models
-from frugalcv.models.resnet import BlockDropResNet, ResNetTrunk
 
 
 def layer_flops(module: nn.Module, output: torch.Tensor) -> int:

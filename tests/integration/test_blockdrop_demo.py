@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from frugalcv.cli import main
-from frugalcv.workflows import runner
+from frugalcv.workflows.pipeline import runner
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 

@@ -19,10 +19,10 @@ from synthetic import synthetic_image  # noqa: F401  (registers the synthetic-te
 
 from frugalcv.sharding import ShardLoader, write_shards
 from frugalcv.slurm.distributed import cleanup, init_distributed
-from frugalcv.workflows.checkpoint import CheckpointHook, LoaderEpochs, load_checkpoint, restore
-from frugalcv.workflows.engines import wrap_ddp
-from frugalcv.workflows.preemption import Preempted, PreemptionHook
-from frugalcv.workflows.trainer import HookBase, LRScheduleHook, Trainer
+from frugalcv.slurm.preemption import Preempted, PreemptionHook
+from frugalcv.workflows.engine.checkpoint import CheckpointHook, LoaderEpochs, load_checkpoint, restore
+from frugalcv.workflows.engine.engines import wrap_ddp
+from frugalcv.workflows.engine.trainer import HookBase, LRScheduleHook, Trainer
 
 pytestmark = pytest.mark.integration
 WORLD, EPOCHS = 2, 2  # 40 samples / 2 ranks / batch 4 -> 5 steps per epoch

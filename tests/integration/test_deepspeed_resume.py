@@ -23,8 +23,8 @@ from realparts import skip_or_fail
 from synthetic import synthetic_image  # noqa: F401  (registers the synthetic-test kind)
 
 from frugalcv.sharding import ShardLoader, write_shards
-from frugalcv.workflows.checkpoint import LoaderEpochs
-from frugalcv.workflows.trainer import HookBase, LoggingHook
+from frugalcv.workflows.engine.checkpoint import LoaderEpochs
+from frugalcv.workflows.engine.trainer import HookBase, LoggingHook
 
 pytestmark = pytest.mark.integration
 WORLD, EPOCHS, ZERO_STAGE = 2, 2, 2  # 40 samples / 2 ranks / batch 4 -> 5 steps per epoch
@@ -67,13 +67,13 @@ def worker(rank, port, dataset, ckdir, out, name, resume_tag, signal_at):
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(WORLD), DS_ACCELERATOR="cpu")
     torch.set_num_threads(1)
     from frugalcv.slurm.distributed import cleanup, init_distributed
-    from frugalcv.workflows.engines import (
+    from frugalcv.slurm.preemption import Preempted, PreemptionHook
+    from frugalcv.workflows.engine.engines import (
         DeepSpeedCheckpointHook,
         DeepSpeedTrainer,
         build_deepspeed,
         load_deepspeed,
     )
-    from frugalcv.workflows.preemption import Preempted, PreemptionHook
 
     init_distributed("gloo", timeout_s=300)
     try:

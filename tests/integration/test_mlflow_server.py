@@ -8,9 +8,9 @@ from synthetic import synthetic_image  # noqa: F401  (registers the synthetic-te
 
 from frugalcv.sharding import write_shards
 from frugalcv.sharding.manifest import load_manifest
-from frugalcv.workflows.lineage import new_run_id, run_url
-from frugalcv.workflows.outbox import Outbox, is_placeholder
-from frugalcv.workflows.tracking import Tracker, sync_run
+from frugalcv.workflows.pipeline.lineage import new_run_id, run_url
+from frugalcv.workflows.pipeline.outbox import Outbox, is_placeholder
+from frugalcv.workflows.pipeline.tracking import Tracker, sync_run
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from frugalcv.cli import main
-from frugalcv.workflows import runner
-from frugalcv.workflows.config import pipeline_from_dict
-from frugalcv.workflows.plan import render_sbatch
+from frugalcv.workflows.pipeline import runner
+from frugalcv.workflows.pipeline.config import pipeline_from_dict
+from frugalcv.workflows.pipeline.plan import render_sbatch
 
 pytestmark = pytest.mark.integration
 

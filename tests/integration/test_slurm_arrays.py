@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from frugalcv.cli import main
-from frugalcv.workflows import runner
-from frugalcv.workflows.config import pipeline_from_dict
-from frugalcv.workflows.stages import StageResult, register_stage
+from frugalcv.workflows.pipeline import runner
+from frugalcv.workflows.pipeline.config import pipeline_from_dict
+from frugalcv.workflows.pipeline.stages import StageResult, register_stage
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 
 import os
 
-from frugalcv.workflows.stages import StageResult, register_stage
+from frugalcv.workflows.pipeline.stages import StageResult, register_stage
 
 
 @register_stage("fake.parts", replace=True, array_tasks=lambda params: int(params.get("tasks", 1)))

@@ -18,7 +18,7 @@ from frugalcv.workflows.blockdrop.evaluate import evaluate_policy
 from frugalcv.workflows.blockdrop.finetune import FinetuneConfig, FinetuneTask
 from frugalcv.workflows.blockdrop.pretrain import ClassificationTask, PretrainConfig, stochastic_depth_keep
 from frugalcv.workflows.blockdrop.report import write_report
-from frugalcv.workflows.trainer import Trainer
+from frugalcv.workflows.engine.trainer import Trainer
 
 METRICS = {
     "accuracy", "blocks_mean", "blocks_std", "blocks_min", "flops_mean", "flops_std", "full_accuracy",

@@ -12,7 +12,7 @@ from synthetic import synthetic_image  # noqa: F401  (registers the synthetic-te
 
 from frugalcv.errors import ConfigError
 from frugalcv.sharding import ShardLoader, write_shards
-from frugalcv.workflows.checkpoint import (
+from frugalcv.workflows.engine.checkpoint import (
     CheckpointHook,
     LoaderEpochs,
     latest_checkpoint,
@@ -23,7 +23,7 @@ from frugalcv.workflows.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from frugalcv.workflows.trainer import HookBase, LoggingHook, LRScheduleHook, Trainer
+from frugalcv.workflows.engine.trainer import HookBase, LoggingHook, LRScheduleHook, Trainer
 
 EPOCHS, BATCH = 3, 8  # 40 samples -> 5 steps per epoch, 15 in all
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from frugalcv.errors import ConfigError
-from frugalcv.workflows.config import DeepSpeedConfig, config_hash, load_pipeline, pipeline_from_dict
+from frugalcv.workflows.pipeline.config import DeepSpeedConfig, config_hash, load_pipeline, pipeline_from_dict
 
 PIPELINES = sorted((Path(__file__).parents[2] / "pipelines").glob("*.yaml"))
 
@@ -249,7 +249,7 @@ def test_unknown_placeholder(tmp_path):
 
 
 def test_unregistered_stage_function(tmp_path):
-    from frugalcv.workflows.config import check_stage_functions
+    from frugalcv.workflows.pipeline.config import check_stage_functions
 
     cfg = load_pipeline(write(tmp_path, MINIMAL.replace("uses: blockdrop.curriculum", "uses: blockdrop.curriculm")))
     check_stage_functions(cfg, ["blockdrop.pretrain", "blockdrop.curriculm"])
@@ -279,7 +279,7 @@ def test_to_dict_written_as_yaml_loads_back_equal(path, tmp_path):
 
 
 def test_configs_built_in_python_validate_too():
-    from frugalcv.workflows.config import PipelineConfig, SlurmConfig, StageConfig
+    from frugalcv.workflows.pipeline.config import PipelineConfig, SlurmConfig, StageConfig
 
     with pytest.raises(ConfigError, match="nodes: 0: must be >= 1"):
         SlurmConfig(nodes=0)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from frugalcv.errors import ConfigError
-from frugalcv.workflows.config import load_pipeline
-from frugalcv.workflows.overrides import parse_sweep
+from frugalcv.workflows.pipeline.config import load_pipeline
+from frugalcv.workflows.pipeline.overrides import parse_sweep
 
 DEMO = Path(__file__).parents[2] / "pipelines" / "blockdrop-demo.yaml"
 

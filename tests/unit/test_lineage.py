@@ -7,9 +7,9 @@ import pytest
 from synthetic import synthetic_image  # noqa: F401  (registers the synthetic-test kind)
 
 from frugalcv.sharding import write_shards
-from frugalcv.workflows import lineage
-from frugalcv.workflows.config import pipeline_from_dict
-from frugalcv.workflows.lineage import (
+from frugalcv.workflows.pipeline import lineage
+from frugalcv.workflows.pipeline.config import pipeline_from_dict
+from frugalcv.workflows.pipeline.lineage import (
     LineageError,
     RunStore,
     StageRecord,

@@ -115,7 +115,7 @@ def test_float_keep_is_differentiable():
 
 
 def test_dynamic_plan_picks_each_way_to_run_a_block():
-    from frugalcv.models.resnet import _ALL, _NONE, _RANGE, _ROWS
+    from frugalcv.models.blockdrop.resnet import _ALL, _NONE, _RANGE, _ROWS
 
     model, x = _model_and_input("cifar_resnet32", (3, 16, 16), batch=10)
     keep = torch.zeros(10, model.num_blocks)
@@ -184,7 +184,7 @@ def _runs(rows: list[int]) -> int:
 
 
 def test_group_similar_rows_makes_kept_rows_contiguous():
-    from frugalcv.models.resnet import _group_similar_rows, _moved_rows
+    from frugalcv.models.blockdrop.resnet import _group_similar_rows, _moved_rows
 
     gen = torch.Generator().manual_seed(0)
     policies = torch.bernoulli(torch.full((4, 8), 0.5), generator=gen).bool()  # 4 distinct policies
@@ -211,7 +211,7 @@ def test_group_similar_rows_makes_kept_rows_contiguous():
 
 
 def test_moved_rows_prices_ranges_and_gathers():
-    from frugalcv.models.resnet import _moved_rows
+    from frugalcv.models.blockdrop.resnet import _moved_rows
 
     keep = torch.zeros(10, 3, dtype=torch.bool)
     keep[0:9, 0] = True  # a range of 9, no hole: nothing wasted

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from frugalcv.models import block_flops, build_model, count_flops, flops_report, policy_flops
+from frugalcv.models.blockdrop.resnet import BlockDropResNet
 from frugalcv.models.blocks import BasicBlock, Bottleneck
-from frugalcv.models.resnet import BlockDropResNet
 
 
 @pytest.fixture(autouse=True)

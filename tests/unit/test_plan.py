@@ -11,8 +11,14 @@ import pytest
 from submitit.slurm.slurm import _get_default_parameters
 
 from frugalcv.errors import ConfigError
-from frugalcv.workflows.config import load_pipeline
-from frugalcv.workflows.plan import job_folder, render_plan, render_sbatch, run_folder, sbatch_parameters
+from frugalcv.workflows.pipeline.config import load_pipeline
+from frugalcv.workflows.pipeline.plan import (
+    job_folder,
+    render_plan,
+    render_sbatch,
+    run_folder,
+    sbatch_parameters,
+)
 
 ROOT = Path(__file__).parents[2]
 GOLDEN = ROOT / "tests" / "golden"

@@ -9,9 +9,9 @@ import test_checkpoint
 import torch
 from test_checkpoint import EPOCHS, build, seed_all, weights_sha256
 
-from frugalcv.workflows.checkpoint import latest_checkpoint, load_checkpoint, restore
-from frugalcv.workflows.preemption import Preempted, PreemptionHook, StageJob
-from frugalcv.workflows.trainer import HookBase
+from frugalcv.slurm.preemption import Preempted, PreemptionHook, StageJob
+from frugalcv.workflows.engine.checkpoint import latest_checkpoint, load_checkpoint, restore
+from frugalcv.workflows.engine.trainer import HookBase
 
 dataset, reference = test_checkpoint.dataset, test_checkpoint.reference  # shared module fixtures
 

@@ -11,9 +11,9 @@ import submitit
 import test_checkpoint
 from test_checkpoint import build, seed_all, weights_sha256
 
-from frugalcv.workflows.checkpoint import restore
-from frugalcv.workflows.preemption import PreemptionHook, StageJob
-from frugalcv.workflows.trainer import HookBase
+from frugalcv.slurm.preemption import PreemptionHook, StageJob
+from frugalcv.workflows.engine.checkpoint import restore
+from frugalcv.workflows.engine.trainer import HookBase
 
 pytestmark = pytest.mark.integration
 dataset, reference = test_checkpoint.dataset, test_checkpoint.reference  # shared module fixtures

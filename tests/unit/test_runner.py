@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from frugalcv.errors import ConfigError
-from frugalcv.workflows import runner
-from frugalcv.workflows.config import pipeline_from_dict
-from frugalcv.workflows.stages import StageResult, get_stage, register_stage
-from frugalcv.workflows.stages.blockdrop import resume_hooks, save_state
-from frugalcv.workflows.trainer import HookBase, Trainer
+from frugalcv.workflows.blockdrop.stages import resume_hooks, save_state
+from frugalcv.workflows.engine.trainer import HookBase, Trainer
+from frugalcv.workflows.pipeline import runner
+from frugalcv.workflows.pipeline.config import pipeline_from_dict
+from frugalcv.workflows.pipeline.stages import StageResult, get_stage, register_stage
 
 # ------------------------------------------------------------------------------------ fake stages
 

@@ -10,9 +10,9 @@ import synthetic  # noqa: F401  (registers the synthetic-test source)
 import test_runner  # noqa: F401  (registers the fake stages)
 
 from frugalcv.errors import ConfigError
-from frugalcv.workflows import runner, sweep
-from frugalcv.workflows.config import load_pipeline, pipeline_from_dict
-from frugalcv.workflows.executors import InlineExecutor
+from frugalcv.slurm.executors import InlineExecutor
+from frugalcv.workflows.pipeline import runner, sweep
+from frugalcv.workflows.pipeline.config import load_pipeline, pipeline_from_dict
 
 
 def read(path) -> str:

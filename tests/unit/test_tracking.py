@@ -12,10 +12,10 @@ from tests_helpers_port import closed_port_url
 
 from frugalcv.sharding import write_shards
 from frugalcv.sharding.manifest import load_manifest
-from frugalcv.workflows.lineage import RunStore, new_run_id, run_url
-from frugalcv.workflows.outbox import Outbox, is_placeholder
-from frugalcv.workflows.redact import flatten, scrub
-from frugalcv.workflows.tracking import Tracker, is_unreachable, sync_run
+from frugalcv.workflows.pipeline.lineage import RunStore, new_run_id, run_url
+from frugalcv.workflows.pipeline.outbox import Outbox, is_placeholder
+from frugalcv.workflows.pipeline.redact import flatten, scrub
+from frugalcv.workflows.pipeline.tracking import Tracker, is_unreachable, sync_run
 
 SECRET = "s3cr3t-value-xyz"
 
@@ -181,7 +181,7 @@ def test_unreachable_store_goes_to_outbox_then_sync_sends_everything_once(store_
     root, run_id = str(tmp_path / "root"), new_run_id()
     dead = closed_port_url()
     t = Tracker(dead, root=root, run_id=run_id, experiment=experiment, timeout_s=2)
-    caplog.set_level(logging.WARNING, logger="frugalcv.workflows.tracking")
+    caplog.set_level(logging.WARNING, logger="frugalcv.workflows.pipeline.tracking")
     start = time.time()
     ids = lifecycle(t, run_id, experiment, dataset, tmp_path)
     assert time.time() - start < 30

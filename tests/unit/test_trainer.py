@@ -5,7 +5,7 @@ import torch
 
 from frugalcv.errors import ConfigError
 from frugalcv.workflows.blockdrop.pretrain import cosine_schedule
-from frugalcv.workflows.trainer import (
+from frugalcv.workflows.engine.trainer import (
     EvalHook,
     HookBase,
     LoggingHook,

@@ -4,7 +4,7 @@ import torch
 from synthetic import synthetic_image  # noqa: F401  (registers the synthetic-test kind)
 
 from frugalcv.sharding import ShardLoader, write_shards
-from frugalcv.workflows.trainer import Trainer
+from frugalcv.workflows.engine.trainer import Trainer
 
 
 class Task:

@@ -16,7 +16,7 @@ from torch import nn
 
 from frugalcv.errors import ConfigError
 from frugalcv.workflows.blockdrop import policy as P
-from frugalcv.workflows.trainer import HookBase, LoggingHook, Trainer
+from frugalcv.workflows.engine.trainer import HookBase, LoggingHook, Trainer
 
 
 @dataclass(kw_only=True)

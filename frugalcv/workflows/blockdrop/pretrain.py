@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from frugalcv.errors import ConfigError
-from frugalcv.workflows.trainer import EvalHook, HookBase, LoggingHook, LRScheduleHook, Trainer
+from frugalcv.workflows.engine.trainer import EvalHook, HookBase, LoggingHook, LRScheduleHook, Trainer
 
 
 @dataclass(kw_only=True)

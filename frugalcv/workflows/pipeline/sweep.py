@@ -12,10 +12,10 @@ value stays its own pipeline run: run id, ``frugalcv status``, lineage, MLflow p
 
 from __future__ import annotations
 
-from frugalcv.workflows import lineage as L
-from frugalcv.workflows.config import PipelineConfig, config_hash
-from frugalcv.workflows.executors import make_stage_executor
-from frugalcv.workflows.runner import (
+from frugalcv.slurm.executors import make_stage_executor
+from frugalcv.workflows.pipeline import lineage as L
+from frugalcv.workflows.pipeline.config import PipelineConfig, config_hash
+from frugalcv.workflows.pipeline.runner import (
     PipelineFailed,
     _begin,
     _create_run,
@@ -25,7 +25,7 @@ from frugalcv.workflows.runner import (
     _run_started,
     _step,
 )
-from frugalcv.workflows.schema import to_plain
+from frugalcv.workflows.pipeline.schema import to_plain
 
 
 def run_sweep(cfgs: list[PipelineConfig], executor: str | None = None, *, track: bool = True,

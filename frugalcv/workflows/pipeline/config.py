@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from frugalcv.errors import ConfigError
-from frugalcv.workflows.schema import (
+from frugalcv.workflows.pipeline.schema import (
     FieldError,
     Where,
     build,
@@ -33,7 +33,7 @@ from frugalcv.workflows.schema import (
     to_plain,
     unknown_key,
 )
-from frugalcv.workflows.yamlfile import key_lines, parse_yaml
+from frugalcv.workflows.pipeline.yamlfile import key_lines, parse_yaml
 
 STAGE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -186,7 +186,7 @@ class StageConfig:
     """One step of a pipeline: the registered stage function ``uses`` run on ``inputs`` with ``params``."""
 
     name: str
-    #: registered stage function, e.g. ``blockdrop.pretrain`` or ``shard``
+    #: registered stage function, e.g. ``method.pretrain`` or ``shard``
     uses: str
     #: input name → fsspec URL, or ``${stages.<earlier stage>.outputs.<output>}``
     inputs: dict[str, str] = field(default_factory=dict)
@@ -202,7 +202,7 @@ class StageConfig:
             raise FieldError("name", f"{self.name!r}: use lower-case letters, digits, '_' and '-' "
                              "(starting with a letter or digit)")
         if not USES_NAME.fullmatch(self.uses):
-            raise FieldError("uses", f"{self.uses!r}: a registered stage name such as 'blockdrop.pretrain'")
+            raise FieldError("uses", f"{self.uses!r}: a registered stage name such as '<method>.<step>'")
         for key in self.resources:
             if key not in SLURM_KEYS:
                 raise FieldError(f"resources.{key}", unknown_key(str(key), SLURM_KEYS))
@@ -363,7 +363,7 @@ def _read_pipeline_file(path: str | os.PathLike) -> tuple[Any, dict[str, int]]:
 
 def load_pipeline(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
     """Read, override (``-o key=value``) and validate a pipeline file."""
-    from frugalcv.workflows.overrides import apply_overrides
+    from frugalcv.workflows.pipeline.overrides import apply_overrides
 
     data, lines = _read_pipeline_file(path)
     overridden = apply_overrides(data, list(overrides)) if isinstance(data, dict) else {}

@@ -1,4 +1,4 @@
-"""Stage registry: ``@register_stage("blockdrop.pretrain")`` functions ``fn(ctx) -> StageResult``.
+"""Stage registry: ``@register_stage("method.step")`` functions ``fn(ctx) -> StageResult``.
 
 A stage function is the same code under every executor (inline, local child process, Slurm
 job): it reads ``ctx.params`` and ``ctx.inputs`` (resolved URLs), writes into ``ctx.output_dir``
@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from frugalcv.errors import ConfigError, FrugalError
-from frugalcv.workflows.schema import suggest
+from frugalcv.workflows.pipeline.schema import suggest
 
-#: modules holding the built-in stages; imported on first lookup
-BUILTIN_MODULES = ("frugalcv.workflows.stages.shard", "frugalcv.workflows.stages.blockdrop")
+#: entry-point group through which other packages add stage modules
+ENTRY_POINT_GROUP = "frugalcv.stages"
+_LOADED = False
 
 _STAGES: dict[str, Callable[[StageContext], StageResult]] = {}
 _ARRAY_TASKS: dict[str, Callable[[dict[str, Any]], int]] = {}
@@ -38,7 +39,7 @@ class StageInterrupted(FrugalError):
 
 
 class NullTracker:
-    """Stand-in for :class:`frugalcv.workflows.tracking.Tracker` on ranks > 0 or without tracking."""
+    """Stand-in for :class:`frugalcv.workflows.pipeline.tracking.Tracker` on ranks > 0 or without tracking."""
 
     def __getattr__(self, name: str):
         return lambda *args, **kwargs: None
@@ -118,7 +119,7 @@ class StageResult:
 
 
 def register_stage(name: str, *, replace: bool = False, array_tasks: Callable[[dict[str, Any]], int] | None = None):
-    """Decorator: register ``fn(ctx) -> StageResult`` under ``name`` (e.g. ``blockdrop.pretrain``).
+    """Decorator: register ``fn(ctx) -> StageResult`` under ``name`` (e.g. ``method.pretrain``).
 
     ``array_tasks(params)``: how many array tasks the stage runs as (see the module docstring)."""
 
@@ -138,14 +139,35 @@ def stage_array_tasks(name: str, params: dict[str, Any]) -> int:
 
     Loads only the (light) shard module, so a dry run does not import torch; a stage of another
     module counts once that module is imported (the runner imports every stage it runs)."""
-    importlib.import_module("frugalcv.workflows.stages.shard")
+    importlib.import_module("frugalcv.workflows.pipeline.shard_stage")
     fn = _ARRAY_TASKS.get(name)
     return 1 if fn is None else fn(params)
 
 
+def stage_modules() -> list[str]:
+    """Modules that register stages: the built-in shard stage, every ``frugalcv.workflows.<pkg>.stages``
+    module (one per method folder) and the modules of the ``frugalcv.stages`` entry points."""
+    import pkgutil
+
+    import frugalcv.workflows as workflows
+
+    found = ["frugalcv.workflows.pipeline.shard_stage"]
+    for info in pkgutil.iter_modules(workflows.__path__):
+        if info.ispkg and importlib.util.find_spec(f"frugalcv.workflows.{info.name}.stages") is not None:
+            found.append(f"frugalcv.workflows.{info.name}.stages")
+    from importlib.metadata import entry_points
+
+    found += [ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)]
+    return list(dict.fromkeys(found))
+
+
 def _load_builtin() -> None:
-    for module in BUILTIN_MODULES:
+    global _LOADED
+    if _LOADED:
+        return
+    for module in stage_modules():
         importlib.import_module(module)
+    _LOADED = True
 
 
 def registered_stages() -> list[str]:
@@ -172,7 +194,7 @@ def stage_origin(name: str) -> dict[str, str]:
 def import_origin(origin: dict[str, str]) -> None:
     """Import the module that registers a stage; by file when the name is not importable here."""
     module = origin.get("module", "")
-    if module in BUILTIN_MODULES or not module:
+    if not module or module in stage_modules():
         return
     if module != "__main__":  # a script's stages: its __main__ here is another module
         try:

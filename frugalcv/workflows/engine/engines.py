@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 
 from frugalcv.errors import ConfigError
-from frugalcv.workflows.checkpoint import gathered_rng_states, rank_world, set_rng_state
-from frugalcv.workflows.trainer import HookBase, Trainer, _scalars
+from frugalcv.workflows.engine.checkpoint import gathered_rng_states, rank_world, set_rng_state
+from frugalcv.workflows.engine.trainer import HookBase, Trainer, _scalars
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ def wrap_ddp(module: torch.nn.Module, *, find_unused_parameters: bool = False,
              broadcast_buffers: bool = True) -> torch.nn.parallel.DistributedDataParallel:
     """DDP over the default group: CPU/gloo as is, CUDA/NCCL on this rank's LOCAL_RANK device.
 
-    ``find_unused_parameters`` is for modules whose forward skips parameters (BlockDrop's
-    dropped blocks); it costs an extra graph traversal per step.
+    ``find_unused_parameters`` is for modules whose forward skips parameters (dropped
+    residual blocks); it costs an extra graph traversal per step.
     """
     if not (dist.is_available() and dist.is_initialized()):
         raise ConfigError("wrap_ddp: torch.distributed is not initialised; call frugalcv.slurm.distributed.init_distributed()")

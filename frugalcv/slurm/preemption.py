@@ -21,8 +21,8 @@ import submitit
 import torch
 import torch.distributed as dist
 
-from frugalcv.workflows.checkpoint import CheckpointHook, latest_checkpoint, rank_world
-from frugalcv.workflows.trainer import HookBase
+from frugalcv.workflows.engine.checkpoint import CheckpointHook, latest_checkpoint, rank_world
+from frugalcv.workflows.engine.trainer import HookBase
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from frugalcv.errors import ConfigError, FrugalError
 from frugalcv.sharding import storage
-from frugalcv.workflows.trainer import HookBase, Trainer
+from frugalcv.workflows.engine.trainer import HookBase, Trainer
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 from submitit.slurm.slurm import _convert_mem, _make_sbatch_string
 
 from frugalcv.errors import ConfigError
-from frugalcv.workflows.config import PipelineConfig, SlurmConfig, config_hash
+from frugalcv.workflows.pipeline.config import PipelineConfig, SlurmConfig, config_hash
 
 
 def job_name(cfg: PipelineConfig, stage_name: str) -> str:
@@ -80,7 +80,7 @@ def submit_command(folder: str, python: str | None = None) -> str:
 
 def array_tasks(cfg: PipelineConfig, stage_name: str) -> int:
     """How many array tasks the stage's function runs as with its params (1: one plain job)."""
-    from frugalcv.workflows.stages import stage_array_tasks
+    from frugalcv.workflows.pipeline.stages import stage_array_tasks
 
     st = cfg.stage(stage_name)
     return stage_array_tasks(st.uses, st.params)

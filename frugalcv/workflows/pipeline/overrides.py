@@ -15,8 +15,8 @@ import typing
 from typing import Any
 
 from frugalcv.errors import ConfigError
-from frugalcv.workflows.config import PipelineConfig, SlurmConfig, StageConfig, parse_yaml
-from frugalcv.workflows.schema import hints, suggest, unknown_key
+from frugalcv.workflows.pipeline.config import PipelineConfig, SlurmConfig, StageConfig, parse_yaml
+from frugalcv.workflows.pipeline.schema import hints, suggest, unknown_key
 
 
 def split_override(text: str) -> tuple[list[str], str]:

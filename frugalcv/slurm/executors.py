@@ -1,13 +1,13 @@
 """Where a stage runs: ``inline`` (this process), ``local`` (child processes), ``slurm`` (submitit).
 
-All three run :func:`frugalcv.workflows.stages.entry.run_spec` on the same JSON stage spec, so
+All three run :func:`frugalcv.workflows.pipeline.entry.run_spec` on the same JSON stage spec, so
 the stage code is identical. ``run(spec, cfg)`` returns rank 0's result dict or raises
 :class:`StageFailed` with the log tail. ``local`` starts ``nodes × tasks_per_node`` processes of
-``python -m frugalcv.workflows.stages.entry`` (gloo rendezvous on 127.0.0.1), logs in
+``python -m frugalcv.workflows.pipeline.entry`` (gloo rendezvous on 127.0.0.1), logs in
 ``<run>/logs/<stage>.rank<r>.log``. ``slurm`` submits with ``submitit.SlurmExecutor`` and the
-exact parameters of :func:`frugalcv.workflows.plan.sbatch_parameters` (what ``--dry-run`` prints)
+exact parameters of :func:`frugalcv.workflows.pipeline.plan.sbatch_parameters` (what ``--dry-run`` prints)
 into ``<run>/slurm/%j`` (a fresh folder per job id); the job is a Checkpointable
-:class:`frugalcv.workflows.preemption.StageJob`: on USR2 (preemption, timeout) the stage's
+:class:`frugalcv.slurm.preemption.StageJob`: on USR2 (preemption, timeout) the stage's
 ``PreemptionHook`` checkpoints at the next step boundary, submitit requeues the job, and the
 requeued job resumes from that checkpoint.
 
@@ -34,8 +34,8 @@ from typing import Any
 import submitit
 
 from frugalcv.errors import ConfigError, FrugalError
-from frugalcv.workflows.config import PipelineConfig
-from frugalcv.workflows.lineage import tail
+from frugalcv.workflows.pipeline.config import PipelineConfig
+from frugalcv.workflows.pipeline.lineage import tail
 
 KINDS = ("inline", "local", "slurm")
 
@@ -82,7 +82,7 @@ class InlineExecutor(_Sequential):
     kind = "inline"
 
     def run(self, spec: dict[str, Any], cfg: PipelineConfig, on_job: Callable[[str], None] | None = None) -> dict:
-        from frugalcv.workflows.stages.entry import run_spec
+        from frugalcv.workflows.pipeline.entry import run_spec
 
         log_path = spec["log_path"]
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
@@ -145,7 +145,7 @@ class LocalExecutor(_Sequential):
             logs.append(log_path)
             os.makedirs(os.path.dirname(log_path), exist_ok=True)
             with open(log_path, "ab") as log:
-                procs.append(subprocess.Popen([sys.executable, "-m", "frugalcv.workflows.stages.entry", spec_path],
+                procs.append(subprocess.Popen([sys.executable, "-m", "frugalcv.workflows.pipeline.entry", spec_path],
                                               stdout=log, stderr=subprocess.STDOUT, env=env))
             if on_job is not None:
                 on_job(f"pid:{procs[-1].pid}")
@@ -178,7 +178,7 @@ class LocalExecutor(_Sequential):
 def stage_job(resume_from: str | None, spec: dict[str, Any]) -> dict[str, Any]:
     """The body of a stage's Slurm job (every task runs it); the stage resumes by itself from the
     newest checkpoint in ``spec["checkpoint_dir"]``, which is also ``resume_from``."""
-    from frugalcv.workflows.stages.entry import run_spec
+    from frugalcv.workflows.pipeline.entry import run_spec
 
     return run_spec(spec, printer=lambda text: print(text, flush=True), raise_preempted=True)
 
@@ -192,7 +192,7 @@ class SlurmExecutor:
         self.timeout_s, self.poll_s = timeout_s, poll_s
 
     def executor(self, cfg: PipelineConfig, stage: str, run_folder: str) -> submitit.SlurmExecutor:
-        from frugalcv.workflows.plan import job_folder, sbatch_parameters
+        from frugalcv.workflows.pipeline.plan import job_folder, sbatch_parameters
 
         r = cfg.stage_resources(stage)
         ex = submitit.SlurmExecutor(folder=job_folder(run_folder), max_num_timeout=r.max_requeues,
@@ -201,7 +201,7 @@ class SlurmExecutor:
         return ex
 
     def run(self, spec: dict[str, Any], cfg: PipelineConfig, on_job: Callable[[str], None] | None = None) -> dict:
-        from frugalcv.workflows.preemption import StageJob
+        from frugalcv.slurm.preemption import StageJob
 
         with self._submitting(spec):
             job = self.executor(cfg, spec["stage"], spec["run_folder"]).submit(
@@ -214,7 +214,7 @@ class SlurmExecutor:
     def run_array(self, specs: list[dict[str, Any]], cfg: PipelineConfig,
                   on_job: Callable[[int, str], None] | None = None) -> list[dict | StageFailed]:
         """All ``specs`` as one job array, with the resources of ``cfg``'s stage of the first spec."""
-        from frugalcv.workflows.preemption import StageJob
+        from frugalcv.slurm.preemption import StageJob
 
         if len(specs) == 1:  # submitit submits a one-element array as a plain job anyway
             try:

@@ -20,7 +20,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from frugalcv.sharding import storage
-from frugalcv.workflows.outbox import Outbox, is_placeholder
+from frugalcv.workflows.pipeline.outbox import Outbox, is_placeholder
 
 log = logging.getLogger(__name__)
 

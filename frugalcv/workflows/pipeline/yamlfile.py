@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from frugalcv.errors import ConfigError
-from frugalcv.workflows.schema import join
+from frugalcv.workflows.pipeline.schema import join
 
 
 class _Loader(yaml.SafeLoader):

@@ -25,8 +25,8 @@ from torch import nn
 
 from frugalcv.errors import ConfigError
 from frugalcv.sharding import storage
-from frugalcv.workflows.stages import StageContext, StageInterrupted, StageResult, register_stage
-from frugalcv.workflows.trainer import HookBase
+from frugalcv.workflows.engine.trainer import HookBase
+from frugalcv.workflows.pipeline.stages import StageContext, StageInterrupted, StageResult, register_stage
 
 #: stage-level params next to the step's config dataclass fields
 COMMON = ("seed", "debug", "num_classes", "eval_batch_size")
@@ -122,7 +122,7 @@ class ResumeHook(HookBase):
         self.directory, self.model, self.printer = directory, model, printer
 
     def before_train(self) -> None:
-        from frugalcv.workflows.checkpoint import latest_checkpoint, restore
+        from frugalcv.workflows.engine.checkpoint import latest_checkpoint, restore
 
         url = latest_checkpoint(self.directory)
         if url is not None:
@@ -168,8 +168,8 @@ def resume_hooks(ctx: StageContext, model: nn.Module) -> list[HookBase]:
 
     ``model`` is what the resumable checkpoint holds (unwrapped; a ModuleDict for several nets).
     """
-    from frugalcv.workflows.checkpoint import CheckpointHook
-    from frugalcv.workflows.preemption import PreemptionHook
+    from frugalcv.slurm.preemption import PreemptionHook
+    from frugalcv.workflows.engine.checkpoint import CheckpointHook
 
     saver = CheckpointHook(ctx.checkpoint_dir, model, every=ctx.checkpoint_every or None, keep=2,
                            save_at_end=False)
@@ -237,15 +237,15 @@ def pretrain_deepspeed(ctx: StageContext, config, resnet: nn.Module, data) -> No
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from frugalcv.slurm.distributed import init_distributed
+    from frugalcv.slurm.preemption import PreemptionHook
     from frugalcv.workflows.blockdrop.pretrain import ClassificationTask, cosine_schedule
-    from frugalcv.workflows.engines import (
+    from frugalcv.workflows.engine.engines import (
         DeepSpeedCheckpointHook,
         DeepSpeedTrainer,
         build_deepspeed,
         load_deepspeed,
     )
-    from frugalcv.workflows.preemption import PreemptionHook
-    from frugalcv.workflows.trainer import LoggingHook
+    from frugalcv.workflows.engine.trainer import LoggingHook
 
     ds = ctx.deepspeed or {}
     zero = int(ds.get("zero_stage", 0))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from frugalcv.errors import ConfigError
-from frugalcv.workflows.stages import StageContext, StageResult, register_stage
+from frugalcv.workflows.pipeline.stages import StageContext, StageResult, register_stage
 
 PARAMS = ("kind", "src", "dst", "splits", "split", "max_shard_samples", "max_shard_bytes", "workers", "tasks")
 

@@ -31,8 +31,8 @@ import frugalcv
 from frugalcv.errors import FrugalError
 from frugalcv.sharding import storage
 from frugalcv.sharding.manifest import MANIFEST_NAME, load_manifest, manifest_location
-from frugalcv.workflows.config import REFERENCE, PipelineConfig, config_hash
-from frugalcv.workflows.schema import to_plain
+from frugalcv.workflows.pipeline.config import REFERENCE, PipelineConfig, config_hash
+from frugalcv.workflows.pipeline.schema import to_plain
 
 STATES = ("pending", "running", "finished", "failed", "cached", "cancelled")
 #: states whose outputs a downstream stage may read

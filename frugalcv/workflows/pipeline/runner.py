@@ -1,6 +1,6 @@
 """Run a pipeline: resolve references, fingerprint, skip cached stages, run the rest in order.
 
-    run_id = run_pipeline(load_pipeline("pipelines/blockdrop-demo.yaml"))   # prints the id, then a table
+    run_id = run_pipeline(load_pipeline("pipelines/<method>-demo.yaml"))   # prints the id, then a table
     resume_run(run_id, root)        # finished stages stay; the interrupted one resumes from its checkpoint
     status(run_id, root)            # the JSON below;  run_id may be "latest"
     cancel(run_id, root)            # scancel the run's Slurm jobs / stop its local processes
@@ -11,7 +11,7 @@ stage), ``stages/<stage>/`` (the stage's outputs, ``checkpoints/``, ``spec.json`
 ``logs/<stage>.log``, ``slurm/<job id>/`` (submitit), and ``<storage.root>/cache/<fingerprint>.json``.
 A stage whose function runs as array tasks (``shard`` with ``tasks: N``) runs them with
 ``executor.run_array`` (one Slurm job array; logs ``logs/<stage>.task<i>.log``), then its final step
-in this process once all succeeded; :mod:`frugalcv.workflows.sweep` advances several runs together.
+in this process once all succeeded; :mod:`frugalcv.workflows.pipeline.sweep` advances several runs together.
 
 ``status()`` schema (``frugalcv status RUN --json`` prints exactly this)::
 
@@ -44,13 +44,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from frugalcv.errors import ConfigError, FrugalError
-from frugalcv.workflows import lineage as L
-from frugalcv.workflows.config import PipelineConfig, check_stage_functions, pipeline_from_dict
-from frugalcv.workflows.executors import InlineExecutor, StageFailed, make_stage_executor
-from frugalcv.workflows.plan import run_folder, sbatch_parameters
-from frugalcv.workflows.schema import to_plain
-from frugalcv.workflows.stages import registered_stages, stage_array_tasks, stage_origin
-from frugalcv.workflows.stages.entry import STOP_FILE
+from frugalcv.slurm.executors import InlineExecutor, StageFailed, make_stage_executor
+from frugalcv.workflows.pipeline import lineage as L
+from frugalcv.workflows.pipeline.config import PipelineConfig, check_stage_functions, pipeline_from_dict
+from frugalcv.workflows.pipeline.entry import STOP_FILE
+from frugalcv.workflows.pipeline.plan import run_folder, sbatch_parameters
+from frugalcv.workflows.pipeline.schema import to_plain
+from frugalcv.workflows.pipeline.stages import registered_stages, stage_array_tasks, stage_origin
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class _NoTracker:
 def _tracker(cfg: PipelineConfig, run_id: str, enabled: bool):
     if not enabled:
         return _NoTracker()
-    from frugalcv.workflows.tracking import Tracker
+    from frugalcv.workflows.pipeline.tracking import Tracker
 
     if cfg.tracking.uri.startswith("sqlite:") and cfg.storage.is_local:
         _local_experiment(cfg)

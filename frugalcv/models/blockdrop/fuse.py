@@ -11,7 +11,7 @@ import copy
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from frugalcv.models.resnet import ResNetTrunk
+from frugalcv.models.blockdrop.resnet import ResNetTrunk
 
 # (conv, bn) attribute pairs of the stem and of BasicBlock / Bottleneck
 _PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))

@@ -34,8 +34,8 @@ from mlflow.data.meta_dataset import MetaDataset
 
 from frugalcv.sharding import storage
 from frugalcv.sharding.manifest import load_manifest
-from frugalcv.workflows.lineage import code_version, run_url
-from frugalcv.workflows.mlflow_ops import (
+from frugalcv.workflows.pipeline.lineage import code_version, run_url
+from frugalcv.workflows.pipeline.mlflow_ops import (
     TAG,
     SyncReport,
     apply_record,
@@ -45,8 +45,8 @@ from frugalcv.workflows.mlflow_ops import (
     sync_run,
     waits_for_placeholder,
 )
-from frugalcv.workflows.outbox import Outbox, is_placeholder, new_placeholder
-from frugalcv.workflows.redact import flatten, scrub
+from frugalcv.workflows.pipeline.outbox import Outbox, is_placeholder, new_placeholder
+from frugalcv.workflows.pipeline.redact import flatten, scrub
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Run one stage from a stage spec: ``python -m frugalcv.workflows.stages.entry SPEC.json``.
+"""Run one stage from a stage spec: ``python -m frugalcv.workflows.pipeline.entry SPEC.json``.
 
 The one code path of every executor: inline calls :func:`run_spec` in the driver process, local
 runs this module in child processes (one per rank, ``RANK``/``WORLD_SIZE`` set), Slurm calls
@@ -22,7 +22,7 @@ import sys
 from typing import Any
 
 from frugalcv.sharding import storage
-from frugalcv.workflows.stages import (
+from frugalcv.workflows.pipeline.stages import (
     ArrayTask,
     NullTracker,
     StageContext,
@@ -54,7 +54,7 @@ def _tracker(spec: dict[str, Any], rank: int):
     t = spec.get("tracking")
     if rank != 0 or not t or not t.get("stage_run_id"):
         return NullTracker()
-    from frugalcv.workflows.tracking import Tracker
+    from frugalcv.workflows.pipeline.tracking import Tracker
 
     tracker = Tracker(t["uri"], root=t.get("root"), run_id=spec["run_id"], experiment=t.get("experiment"),
                       system_metrics=False)
@@ -69,7 +69,7 @@ def run_spec(spec: dict[str, Any], printer=print, raise_preempted: bool = False)
     return ``{"state": "interrupted"}``; with ``raise_preempted`` (under submitit) a signal's
     ``Preempted`` propagates instead, so ``StageJob`` can hand it to submitit for the requeue.
     """
-    from frugalcv.workflows.preemption import Preempted
+    from frugalcv.slurm.preemption import Preempted
 
     import_origin(spec.get("origin") or {})
     fn = get_stage(spec["uses"])
@@ -113,7 +113,7 @@ def run_spec(spec: dict[str, Any], printer=print, raise_preempted: bool = False)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m frugalcv.workflows.stages.entry SPEC.json", file=sys.stderr)
+        print("usage: python -m frugalcv.workflows.pipeline.entry SPEC.json", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")

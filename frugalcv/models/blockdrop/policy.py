@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from frugalcv.models.blockdrop.resnet import ResNetTrunk
 from frugalcv.models.blocks import BasicBlock
 from frugalcv.models.registry import register_model
-from frugalcv.models.resnet import ResNetTrunk
 
 
 class PolicyNet(ResNetTrunk):
