@@ -64,7 +64,10 @@ def cmd_run(args) -> int:
     from frugalcv.workflows.pipeline.config import load_pipeline
     from frugalcv.workflows.pipeline.runner import run_pipeline
 
-    cfg = load_pipeline(args.pipeline, args.override or [])
+    overrides = list(args.override or [])
+    if args.smoke:
+        overrides.append(f"smoke_steps={args.smoke}")
+    cfg = load_pipeline(args.pipeline, overrides)
     if args.executor:
         cfg.executor.kind = args.executor
     if args.dry_run:
@@ -210,6 +213,10 @@ def _run_locator(p) -> None:
     p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="override for --pipeline")
 
 
+#: optimizer steps per training stage (and batches per evaluation) of ``frugalcv run --smoke``
+SMOKE_STEPS = 2
+
+
 def add_commands(sub) -> None:
     """Register the workflow subcommands on the ``frugalcv`` parser."""
     executors = ("inline", "local", "slurm")
@@ -220,6 +227,9 @@ def add_commands(sub) -> None:
     r.add_argument("--executor", choices=executors, help="default: the file's executor.kind")
     r.add_argument("--dry-run", action="store_true", help="print the plan and each stage's sbatch script")
     r.add_argument("--no-track", action="store_true", help="no MLflow tracking (lineage and cache still work)")
+    r.add_argument("--smoke", nargs="?", type=int, const=SMOKE_STEPS, default=0, metavar="STEPS",
+                   help=f"a smoke run: each training stage takes STEPS (default {SMOKE_STEPS}) optimizer steps on "
+                        "small batches and each evaluation STEPS batches; try a recipe in minutes")
     r.set_defaults(fn=cmd_run)
 
     sw = sub.add_parser("sweep", help="one pipeline run per value of comma-list overrides (-o k=2,5,10); "

@@ -16,7 +16,7 @@ from torch import nn
 
 from frugalcv.errors import ConfigError
 from frugalcv.workflows.blockdrop import policy as P
-from frugalcv.workflows.engine.trainer import HookBase, LoggingHook, Trainer
+from frugalcv.workflows.kit import HookBase, LoggingHook, Trainer
 
 
 @dataclass(kw_only=True)
@@ -37,6 +37,15 @@ class CurriculumConfig:
     #: one up to their first difference, dropped blocks are skipped; same result as the masked
     #: forward up to float rounding)
     dynamic_execution: bool = True
+    #: the policy network (a registered model) and an optional torchvision state dict to start it
+    #: from (the ImageNet policy ResNet-10 from a ResNet-18); nothing is downloaded
+    policy: str = "policy_resnet8_cifar"
+    policy_weights: str | None = None
+    #: training augmentation (the pretrain stage's ``augment`` recipe): pad-crop pixels, flips
+    translate: int = 0
+    hflip: bool = False
+    seed: int = 0
+    eval_batch_size: int = 256
     log_every: int = 20
 
     def __post_init__(self):
@@ -154,11 +163,16 @@ class CurriculumHook(HookBase):
         self.task.learned = P.learned_blocks_at_epoch(stage, self.task.num_blocks)
 
 
+def curriculum_optimizer(policy_net: nn.Module, config: CurriculumConfig) -> torch.optim.Optimizer:
+    """Adam over the policy network only (the ResNet is frozen)."""
+    return torch.optim.Adam(policy_net.parameters(), lr=config.lr)
+
+
 def learn_policy(resnet: nn.Module, policy_net: nn.Module, train_data, config: CurriculumConfig, *,
                  hooks: Iterable[HookBase] = (), printer=print) -> list[dict[str, float]]:
     """Train ``policy_net`` in place against the frozen ``resnet``; returns the logged history."""
     task = CurriculumTask(resnet, policy_net, config)
-    optimizer = torch.optim.Adam(policy_net.parameters(), lr=config.lr)
+    optimizer = curriculum_optimizer(policy_net, config)
     logger = LoggingHook(config.log_every, prefix="curriculum ", printer=printer)
     Trainer(task, optimizer, train_data, [CurriculumHook(task, config.epochs_per_stage), logger, *hooks],
             epochs=config.epochs).train()

@@ -58,11 +58,13 @@ def evaluate_policy(resnet: nn.Module, policy_net: nn.Module, data, *, baselines
     resnet.eval()
     policy_net.eval()
     first, second = _passes(data)
+    device = next(resnet.parameters()).device  # batches come from the loader on the CPU
     num_blocks = int(resnet.num_blocks)
     costs = None  # FLOPs at the images' own size, known from the first batch
 
     policies, labels, correct, full_correct = [], [], [], []
     for images, y in first:
+        images, y = images.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if costs is None:
             size = tuple(images.shape[1:])
             costs = (*block_flops(resnet, size), count_flops(policy_net, size))
@@ -100,6 +102,7 @@ def evaluate_policy(resnet: nn.Module, policy_net: nn.Module, data, *, baselines
         cost = dict.fromkeys(BASELINES, 0.0)
         total = 0
         for images, y in second:
+            images, y = images.to(device, non_blocking=True), y.to(device, non_blocking=True)
             for name in BASELINES:
                 keep = baseline_policy(name, len(y), num_blocks, k, generator).to(images.device)
                 hits[name] += int((_run(resnet, images, keep, dynamic).argmax(1) == y).sum())

@@ -16,7 +16,7 @@ from torch import nn
 
 from frugalcv.errors import ConfigError
 from frugalcv.workflows.blockdrop import policy as P
-from frugalcv.workflows.engine.trainer import HookBase, LoggingHook, Trainer
+from frugalcv.workflows.kit import HookBase, LoggingHook, Trainer
 
 
 @dataclass(kw_only=True)
@@ -32,7 +32,11 @@ class FinetuneConfig:
     alpha: float = 0.8
     gamma: float = 5.0
     entropy_weight: float = 0.0
-    translate: int = 0  # random-shift augmentation in pixels
+    #: training augmentation (the pretrain stage's ``augment`` recipe): pad-crop pixels, flips
+    translate: int = 0
+    hflip: bool = False
+    seed: int = 0
+    eval_batch_size: int = 256
     log_every: int = 20
 
     def __post_init__(self):
@@ -85,14 +89,19 @@ class FinetuneTask:
         }
 
 
+def finetune_optimizer(resnet: nn.Module, policy_net: nn.Module, config: FinetuneConfig) -> torch.optim.Optimizer:
+    """One Adam over both networks; the policy may have its own learning rate."""
+    return torch.optim.Adam([
+        {"params": list(resnet.parameters())},
+        {"params": list(policy_net.parameters()), "lr": config.policy_lr or config.lr},
+    ], lr=config.lr)
+
+
 def finetune(resnet: nn.Module, policy_net: nn.Module, train_data, config: FinetuneConfig, *,
              hooks: Iterable[HookBase] = (), printer=print) -> list[dict[str, float]]:
     """Train both networks in place; returns the logged history."""
     task = FinetuneTask(resnet, policy_net, config)
-    optimizer = torch.optim.Adam([
-        {"params": list(resnet.parameters())},
-        {"params": list(policy_net.parameters()), "lr": config.policy_lr or config.lr},
-    ], lr=config.lr)
+    optimizer = finetune_optimizer(resnet, policy_net, config)
     logger = LoggingHook(config.log_every, prefix="finetune ", printer=printer)
     Trainer(task, optimizer, train_data, [logger, *hooks], epochs=config.epochs).train()
     resnet.eval()

@@ -166,9 +166,22 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+DEEPSPEED_LATEST = "latest"  # the file in which DeepSpeed names its newest tag
+
+
 def latest_checkpoint(directory: str) -> str | None:
+    """The newest finished checkpoint in ``directory``: a ``step-N.pt`` file, or the DeepSpeed tag
+    folder that DeepSpeed's ``latest`` file names (written after the tag is complete)."""
+    marker = storage.join(directory, DEEPSPEED_LATEST)
+    if storage.exists(marker):
+        tag = storage.read_bytes(marker).decode().strip()
+        return storage.join(directory, tag)
     found = list_checkpoints(directory)
     return found[-1][1] if found else None
+
+
+def is_deepspeed_checkpoint(url: str) -> bool:
+    return not url.endswith(".pt")
 
 
 # -- trainer glue ---------------------------------------------------------------------------
@@ -195,6 +208,43 @@ class LoaderEpochs:
         self.loader.load_state_dict(state)
 
 
+def resume_latest(directory: str, trainer: Trainer, model: torch.nn.Module, *, loader=None, engine=None,
+                  scheduler=None) -> str | None:
+    """Restore the newest checkpoint in ``directory`` (a file, or a DeepSpeed tag with ``engine``);
+    returns its URL, or None when there is none. Collective for DeepSpeed."""
+    url = latest_checkpoint(directory)
+    if url is None:
+        return None
+    if is_deepspeed_checkpoint(url):
+        if engine is None:
+            raise FrugalError(f"{storage.redact(url)} is a DeepSpeed checkpoint; this stage runs with engine ddp")
+        from frugalcv.workflows.engine.engines import load_deepspeed
+
+        load_deepspeed(engine, directory, url.rstrip("/").rsplit("/", 1)[-1], trainer=trainer, loader=loader)
+        return url
+    if engine is not None:
+        raise FrugalError(f"{storage.redact(url)} is a plain checkpoint; this stage runs with engine deepspeed")
+    restore(url, trainer, model, scheduler=scheduler, loader=loader)
+    return url
+
+
+class ResumeHook(HookBase):
+    """Before training, restore the newest checkpoint in ``directory`` (counters, hooks, RNGs, weights,
+    loader cursor), so a requeued or resumed stage continues where it stopped."""
+
+    def __init__(self, directory: str, model: torch.nn.Module, *, loader=None, engine=None,
+                 printer: Callable[[str], None] | None = print):
+        self.directory, self.model, self.loader, self.engine, self.printer = directory, model, loader, engine, printer
+        self.resumed_from: str | None = None
+
+    def before_train(self) -> None:
+        self.resumed_from = resume_latest(self.directory, self.trainer, self.model, loader=self.loader,
+                                          engine=self.engine)
+        if self.resumed_from and self.printer is not None:
+            self.printer(f"resumed from {storage.redact(self.resumed_from)} "
+                         f"(step {self.trainer.step}, epoch {self.trainer.epoch})")
+
+
 class CheckpointHook(HookBase):
     """Saves every ``every`` steps and at the end of training; keeps the last ``keep``.
 
@@ -205,13 +255,15 @@ class CheckpointHook(HookBase):
 
     def __init__(self, directory: str, model: torch.nn.Module, *, every: int | None = None,
                  keep: int | None = None, scheduler=None, loader=None, save_at_end: bool = True,
-                 on_save: Callable[[str, str, int], None] | None = None):
+                 on_save: Callable[[str, str, int], None] | None = None, engine=None):
         if every is not None and every < 1:
             raise ConfigError(f"CheckpointHook every={every}: must be >= 1 (or None for only the end)")
         if keep is not None and keep < 1:
             raise ConfigError(f"CheckpointHook keep={keep}: must be >= 1 (or None to keep all)")
         self.directory, self.model, self.every, self.keep = directory, model, every, keep
         self.scheduler, self.loader, self.save_at_end, self.on_save = scheduler, loader, save_at_end, on_save
+        #: a DeepSpeed engine: its (sharded) checkpoint folders replace the single file
+        self.engine = engine
         self.last_url: str | None = None
         self.last_sha256: str | None = None
         self.last_step = -1
@@ -235,6 +287,13 @@ class CheckpointHook(HookBase):
     def save(self) -> str:
         """Collective: write the current state; returns its URL on every rank."""
         step = self.trainer.step
+        if self.engine is not None:
+            from frugalcv.workflows.engine.engines import save_deepspeed
+
+            self.last_step = step
+            self.last_url = save_deepspeed(self.engine, self.directory, f"step-{step:08d}", trainer=self.trainer,
+                                           loader=self.loader)
+            return self.last_url
         url = checkpoint_url(self.directory, step)
         self.last_url, self.last_step = url, step  # before capture: the checkpoint knows itself
         state = capture_state(self.trainer, self.model, scheduler=self.scheduler, loader=self.loader)

@@ -1,9 +1,9 @@
 """How a stage's trainable module is distributed: DDP (gloo/NCCL) or a DeepSpeed ZeRO engine.
 
 Wrap only the trainable module (a frozen backbone stays a plain module). DeepSpeed owns the
-backward pass, the optimizer and its sharded state, so it comes with its own Trainer step
-(``DeepSpeedTrainer``) and checkpoint hook; the loader cursor, trainer counters, hooks and
-every rank's RNG states travel in DeepSpeed's ``client_state``.
+backward pass, the optimizer and its sharded state: the Trainer gets a ``DeepSpeedStep`` as its
+update and ``CheckpointHook(engine=...)`` writes DeepSpeed's checkpoint folders; the loader
+cursor, trainer counters, hooks and every rank's RNG states travel in its ``client_state``.
 """
 
 from __future__ import annotations
@@ -17,27 +17,33 @@ import torch.distributed as dist
 
 from frugalcv.errors import ConfigError
 from frugalcv.workflows.engine.checkpoint import gathered_rng_states, rank_world, set_rng_state
-from frugalcv.workflows.engine.trainer import HookBase, Trainer, _scalars
+from frugalcv.workflows.engine.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 
-def wrap_ddp(module: torch.nn.Module, *, find_unused_parameters: bool = False,
+def wrap_ddp(module: torch.nn.Module, device: torch.device | str | None = None, *,
+             find_unused_parameters: bool = False,
              broadcast_buffers: bool = True) -> torch.nn.parallel.DistributedDataParallel:
-    """DDP over the default group: CPU/gloo as is, CUDA/NCCL on this rank's LOCAL_RANK device.
+    """DDP over the default group, the module placed on ``device`` (default: this rank's device).
 
-    ``find_unused_parameters`` is for modules whose forward skips parameters (dropped
-    residual blocks); it costs an extra graph traversal per step.
+    On CUDA, DDP gets ``device_ids=[index]``; on the CPU (gloo) none. ``find_unused_parameters``
+    is for modules whose forward skips parameters (skipped residual blocks); it costs an extra
+    graph traversal per step.
     """
+    from frugalcv.workflows.engine.device import rank_device
+
     if not (dist.is_available() and dist.is_initialized()):
         raise ConfigError("wrap_ddp: torch.distributed is not initialised; call frugalcv.slurm.distributed.init_distributed()")
     if not any(p.requires_grad for p in module.parameters()):
         raise ConfigError(f"wrap_ddp: {type(module).__name__} has no trainable parameters; do not wrap frozen modules")
-    if dist.get_backend() == "nccl":
-        index = int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
-        module = module.to(torch.device("cuda", index))
+    device = torch.device(device) if device is not None else rank_device(int(os.environ.get("LOCAL_RANK", 0)))
+    if dist.get_backend() == "nccl" and device.type != "cuda":
+        raise ConfigError(f"wrap_ddp: the NCCL backend needs CUDA modules, got device {device}")
+    module = module.to(device)
+    if device.type == "cuda":
         return torch.nn.parallel.DistributedDataParallel(
-            module, device_ids=[index], output_device=index,
+            module, device_ids=[device.index], output_device=device.index,
             find_unused_parameters=find_unused_parameters, broadcast_buffers=broadcast_buffers)
     return torch.nn.parallel.DistributedDataParallel(
         module, find_unused_parameters=find_unused_parameters, broadcast_buffers=broadcast_buffers)
@@ -69,28 +75,42 @@ def deepspeed_config(optimizer_config: dict, zero_stage: int, *, micro_batch_siz
     return config
 
 
-def build_deepspeed(model: torch.nn.Module, optimizer_config: dict, zero_stage: int, *, micro_batch_size: int,
-                    grad_accum: int = 1, grad_clip: float | None = None, bf16: bool = False,
-                    extra: dict | None = None, lr_scheduler=None):
+def build_deepspeed(model: torch.nn.Module, optimizer: dict | torch.optim.Optimizer, zero_stage: int, *,
+                    micro_batch_size: int, grad_accum: int = 1, grad_clip: float | None = None, bf16: bool = False,
+                    fp16: bool = False, extra: dict | None = None, lr_scheduler=None):
     """``deepspeed.initialize`` over the trainable parameters; returns the engine.
 
-    On CPU set ``DS_ACCELERATOR=cpu`` before the first ``import deepspeed`` (gloo backend).
-    The first init compiles DeepSpeed's shm comm op (g++ + ninja, ~35 s, then cached).
+    ``optimizer``: a DeepSpeed optimizer config (``{"type": "AdamW", "params": {...}}``) or a torch
+    optimizer over ``model``'s parameters (ZeRO then shards its states). On CPU set
+    ``DS_ACCELERATOR=cpu`` before the first ``import deepspeed`` (gloo backend). The first init
+    compiles DeepSpeed's shm comm op (g++ + ninja, ~35 s, then cached).
     """
     try:
         import deepspeed
     except ImportError as e:
         raise ConfigError("DeepSpeed is not installed: DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed") from e
-    config = deepspeed_config(optimizer_config, zero_stage, micro_batch_size=micro_batch_size,
+    config_optimizer = optimizer if isinstance(optimizer, dict) else {"type": "external"}
+    config = deepspeed_config(config_optimizer, zero_stage, micro_batch_size=micro_batch_size,
                               grad_accum=grad_accum, grad_clip=grad_clip, bf16=bf16, extra=extra)
+    if not isinstance(optimizer, dict):
+        del config["optimizer"]
+        config.setdefault("zero_allow_untested_optimizer", True)  # a torch optimizer under ZeRO 1-2
+    if fp16:
+        config["fp16"] = {"enabled": True}
     params = [p for p in model.parameters() if p.requires_grad]
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=config,
-                                      lr_scheduler=lr_scheduler, dist_init_required=not dist.is_initialized())
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=None if not isinstance(optimizer, dict) else params,
+                                      optimizer=None if isinstance(optimizer, dict) else optimizer,
+                                      config=config, lr_scheduler=lr_scheduler,
+                                      dist_init_required=not dist.is_initialized())
     return engine
 
 
-class _EngineOptimizer:
-    """What the Trainer sees as its optimizer: the engine's state lives in DeepSpeed checkpoints."""
+class DeepSpeedStep:
+    """The Trainer's update under DeepSpeed: ``engine.backward(loss)`` then ``engine.step()``.
+
+    Gradient clipping, accumulation and loss scaling are the engine's; its optimizer state is
+    in the engine's checkpoints (``CheckpointHook(engine=...)``), not in the Trainer's state.
+    """
 
     def __init__(self, engine):
         self.engine = engine
@@ -99,31 +119,14 @@ class _EngineOptimizer:
     def param_groups(self):
         return self.engine.optimizer.param_groups
 
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+        self.engine.step()
+
     def state_dict(self) -> dict:
         return {}
 
     def load_state_dict(self, state: dict) -> None: ...
-
-
-class DeepSpeedTrainer(Trainer):
-    """The shared loop with DeepSpeed's step: ``engine.backward(loss)`` then ``engine.step()``.
-
-    Gradient clipping and accumulation are the engine's (``deepspeed_config``); ``task``
-    must call the engine (or its module).
-    """
-
-    def __init__(self, task, engine, data, hooks=(), **kwargs):
-        super().__init__(task, _EngineOptimizer(engine), data, hooks, **kwargs)
-        self.engine = engine
-
-    def run_step(self, batch: Any) -> None:
-        output = self.task.training_step(batch)
-        loss = output["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss.detach())} at step {self.step}, epoch {self.epoch}")
-        self.engine.backward(loss)
-        self.engine.step()
-        self.last_output = _scalars(output)
 
 
 def save_deepspeed(engine, directory: str, tag: str, *, trainer: Trainer | None = None, loader=None) -> str:
@@ -154,36 +157,3 @@ def load_deepspeed(engine, directory: str, tag: str | None = None, *, trainer: T
         log.warning("DeepSpeed checkpoint from %d ranks, this run has %d: RNG states not restored",
                     len(client_state["rng"]), world)
     return client_state
-
-
-class DeepSpeedCheckpointHook(HookBase):
-    """``CheckpointHook`` for a DeepSpeed engine: every ``every`` steps and at the end, tag ``step-N``.
-
-    Works with ``PreemptionHook`` (same ``save`` / ``last_step`` / ``last_url``). DeepSpeed writes
-    with plain file I/O: ``directory`` must be a local or shared-filesystem path.
-    """
-
-    def __init__(self, directory: str, engine, *, every: int | None = None, loader=None, save_at_end: bool = True):
-        self.directory, self.engine, self.every, self.loader = directory, engine, every, loader
-        self.save_at_end = save_at_end
-        self.last_url: str | None = None
-        self.last_step = -1
-
-    def after_step(self) -> None:
-        if self.every is not None and self.trainer.step % self.every == 0:
-            self.save()
-
-    def after_train(self) -> None:
-        if self.save_at_end and not self.trainer.failed and self.last_step != self.trainer.step:
-            self.save()
-
-    def save(self) -> str:
-        step = self.trainer.step
-        self.last_url, self.last_step = os.path.join(self.directory, f"step-{step:08d}"), step
-        return save_deepspeed(self.engine, self.directory, f"step-{step:08d}", trainer=self.trainer, loader=self.loader)
-
-    def state_dict(self) -> dict:
-        return {"last_url": self.last_url, "last_step": self.last_step}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.last_url, self.last_step = state["last_url"], state["last_step"]

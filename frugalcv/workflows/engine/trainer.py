@@ -1,8 +1,11 @@
 """One training loop for every stage; side concerns are hooks with state (detectron2 style).
 
 A task's ``training_step(batch)`` returns ``{"loss": ..., **scalars}`` (timm style); the trainer
-owns the counters and the optimizer update; hooks (LR schedule, logging, evaluation, later
-checkpoints, preemption, MLflow) are restored with ``Trainer.load_state_dict`` on resume.
+owns the counters, moves each batch to its device, runs the step under the precision's autocast
+and hands the loss to its update (``OptimizerStep``: backward + optimizer, scaled for fp16; or a
+DeepSpeed engine's backward/step, ``engine.engines.DeepSpeedStep``). Hooks (LR schedule,
+logging, evaluation, checkpoints, preemption, MLflow) are restored with
+``Trainer.load_state_dict`` on resume.
 """
 
 from __future__ import annotations
@@ -18,6 +21,49 @@ from frugalcv.errors import ConfigError
 
 class Task(Protocol):
     def training_step(self, batch: Any) -> dict[str, Any]: ...
+
+
+class OptimizerStep:
+    """The update of a plain (or DDP) module: zero the gradients, backward, optional clip, step.
+
+    With a ``GradScaler`` (fp16) the loss is scaled and the step skipped on overflow."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, scaler=None, grad_clip: float | None = None):
+        self.optimizer, self.scaler, self.grad_clip = optimizer, scaler, grad_clip
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if self.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                self._clip()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            return
+        loss.backward()
+        if self.grad_clip is not None:
+            self._clip()
+        self.optimizer.step()
+
+    def _clip(self) -> None:
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+
+    def state_dict(self) -> dict:
+        state = {"optimizer": self.optimizer.state_dict()}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
 
 class HookBase:
@@ -57,14 +103,24 @@ class Trainer:
     data; data with its own ``state_dict`` (a sharded reader's cursor) resumes itself.
     """
 
-    def __init__(self, task: Task, optimizer: torch.optim.Optimizer, data: Iterable | Callable[[int], Iterable],
-                 hooks: Iterable[HookBase] = (), *, max_steps: int | None = None, epochs: int | None = None):
+    def __init__(self, task: Task, optimizer: torch.optim.Optimizer | OptimizerStep | Any,
+                 data: Iterable | Callable[[int], Iterable], hooks: Iterable[HookBase] = (), *,
+                 max_steps: int | None = None, epochs: int | None = None, device: torch.device | str | None = None,
+                 precision: str = "fp32", channels_last: bool = False):
         if max_steps is None and epochs is None:
             raise ConfigError("Trainer needs max_steps or epochs (or both; it stops at the first reached)")
         for name, value in (("max_steps", max_steps), ("epochs", epochs)):
             if value is not None and value < 0:
                 raise ConfigError(f"Trainer {name}={value}: must be >= 0")
-        self.task, self.optimizer, self.data = task, optimizer, data
+        from frugalcv.workflows.engine.device import check_precision
+
+        check_precision(precision)
+        #: the update: anything callable on the loss with param_groups and a state_dict
+        self.update = OptimizerStep(optimizer) if isinstance(optimizer, torch.optim.Optimizer) else optimizer
+        self.optimizer = getattr(self.update, "optimizer", self.update)
+        self.task, self.data = task, data
+        self.device = None if device is None else torch.device(device)
+        self.precision, self.channels_last = precision, channels_last
         self.max_steps, self.epochs = max_steps, epochs
         self.step = self.epoch = self.step_in_epoch = 0
         self.last_output: dict[str, float] = {}  # the last step's scalars; hooks may add to it
@@ -124,13 +180,16 @@ class Trainer:
             self._call("after_epoch")
 
     def run_step(self, batch: Any) -> None:
-        output = self.task.training_step(batch)
+        from frugalcv.workflows.engine.device import autocast, to_device
+
+        if self.device is not None:
+            batch = to_device(batch, self.device, channels_last=self.channels_last)
+        with autocast(self.device or "cpu", self.precision):
+            output = self.task.training_step(batch)
         loss = output["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss.detach())} at step {self.step}, epoch {self.epoch}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.update(loss.float())
         self.last_output = _scalars(output)
 
     def _call(self, event: str) -> None:
@@ -140,12 +199,20 @@ class Trainer:
     def state_dict(self) -> dict:
         """Counters, optimizer and hook states; the task's modules are checkpointed by their owner."""
         return {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                "optimizer": self.optimizer.state_dict(),
+                **self._update_state(),
                 "hooks": {f"{i}:{type(h).__name__}": h.state_dict() for i, h in enumerate(self.hooks)}}
+
+    def _update_state(self) -> dict:
+        if isinstance(self.update, OptimizerStep):
+            return self.update.state_dict()  # {"optimizer", "scaler"?}
+        return {"update": self.update.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.epoch, self.step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
-        self.optimizer.load_state_dict(state["optimizer"])
+        if isinstance(self.update, OptimizerStep):
+            self.update.load_state_dict(state)
+        else:
+            self.update.load_state_dict(state.get("update", {}))
         for i, hook in enumerate(self.hooks):
             if (key := f"{i}:{type(hook).__name__}") in state["hooks"]:
                 hook.load_state_dict(state["hooks"][key])

@@ -196,8 +196,23 @@ class StageConfig:
     resources: dict[str, Any] = field(default_factory=dict)
     engine: Literal["ddp", "deepspeed"] = "ddp"
     deepspeed: DeepSpeedConfig | None = None
+    #: training precision: autocast to bf16 / fp16 (with a gradient scaler), or plain fp32
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    #: NHWC activations and weights (faster convolutions on GPUs with tensor cores)
+    channels_last: bool = False
+    #: loader worker processes per rank; null: from the rank's CPUs (its Slurm allocation)
+    num_workers: int | None = None
+    #: resumable checkpoints: every N optimizer steps (``500``), every so much training time
+    #: (``10min``, ``90s``, ``1h``), or both (``10min,500``); ``0`` only at preemption
+    checkpoint_every: str | int = "10min"
 
     def __post_init__(self):
+        if self.num_workers is not None and self.num_workers < 0:
+            raise FieldError("num_workers", f"{self.num_workers}: must be >= 0 (0 decodes in the training process)")
+        try:
+            parse_checkpoint_every(self.checkpoint_every)
+        except ValueError as e:
+            raise FieldError("checkpoint_every", str(e)) from None
         if not STAGE_NAME.fullmatch(self.name):
             raise FieldError("name", f"{self.name!r}: use lower-case letters, digits, '_' and '-' "
                              "(starting with a letter or digit)")
@@ -235,8 +250,13 @@ class PipelineConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     stages: list[StageConfig] = field(default_factory=list)
+    #: smoke run (``frugalcv run --smoke``): each training stage takes this many optimizer steps on
+    #: small batches and each evaluation this many batches; 0 = a real run
+    smoke_steps: int = 0
 
     def __post_init__(self):
+        if self.smoke_steps < 0:
+            raise FieldError("smoke_steps", f"{self.smoke_steps}: must be >= 0 (0 = a real run)")
         if not PIPELINE_NAME.fullmatch(self.name):
             raise FieldError("name", f"{self.name!r}: use letters, digits, '.', '_' and '-'")
         if not self.stages:
@@ -279,6 +299,28 @@ class PipelineConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain data; ``pipeline_from_dict(cfg.to_dict()) == cfg``."""
         return to_plain(self)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|sec|min|m|h)")
+
+
+def parse_checkpoint_every(value: str | int) -> tuple[int, float]:
+    """``checkpoint_every`` as (steps, seconds); 0 means "not by that measure"."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r}: give steps (500), a duration (10min) or both (10min,500)")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value}: must be >= 0")
+        return value, 0.0
+    steps, seconds = 0, 0.0
+    for part in filter(None, (p.strip() for p in str(value).split(","))):
+        if part.isdigit():
+            steps = int(part)
+        elif m := _DURATION.fullmatch(part):
+            seconds = float(m.group(1)) * {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[m.group(2)]
+        else:
+            raise ValueError(f"{value!r}: give steps (500), a duration (10min, 90s, 1h) or both (10min,500)")
+    return steps, seconds
 
 
 def _merge_resources(base: SlurmConfig, overrides: dict[str, Any], path: str) -> SlurmConfig:
@@ -349,6 +391,30 @@ def pipeline_from_dict(data: Any, source: str = "<dict>", overridden: dict[str, 
         raise where.error(e.field, e.message) from None
 
 
+def validate_stages(cfg: PipelineConfig, where: Where | None = None) -> None:
+    """Check every stage against its registration: ``uses`` is registered, ``params`` fit the stage's
+    params dataclass, ``inputs`` are the ones it takes. Errors name the file, line and dotted key."""
+    from frugalcv.workflows.pipeline.stages import registered_stages, stage_array_tasks, stage_info
+
+    where = where or Where(cfg.name)
+    check_stage_functions(cfg, registered_stages(), where=where)
+    for stage in cfg.stages:
+        info = stage_info(stage.uses)
+        base = f"stages.{stage.name}"
+        try:
+            params = info.build_params(stage.params, "params")
+            stage_array_tasks(stage.uses, params)
+            if info.check is not None:
+                info.check(params, list(stage.inputs))
+        except FieldError as e:
+            raise where.error(join(base, e.field), e.message) from None
+        except ConfigError as e:
+            raise where.error(f"{base}.params", str(e)) from None
+        problem = info.check_inputs(stage.inputs)
+        if problem is not None:
+            raise where.error(f"{base}.inputs.{problem[0]}", problem[1])
+
+
 def _read_pipeline_file(path: str | os.PathLike) -> tuple[Any, dict[str, int]]:
     source = str(path)
     try:
@@ -361,21 +427,27 @@ def _read_pipeline_file(path: str | os.PathLike) -> tuple[Any, dict[str, int]]:
     return data, key_lines(text)
 
 
-def load_pipeline(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
-    """Read, override (``-o key=value``) and validate a pipeline file."""
+def load_pipeline(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), *,
+                  validate: bool = True) -> PipelineConfig:
+    """Read, override (``-o key=value``) and validate a pipeline file, its stages' params included."""
     from frugalcv.workflows.pipeline.overrides import apply_overrides
 
     data, lines = _read_pipeline_file(path)
     overridden = apply_overrides(data, list(overrides)) if isinstance(data, dict) else {}
-    return pipeline_from_dict(data, str(path), overridden, lines)
+    cfg = pipeline_from_dict(data, str(path), overridden, lines)
+    if validate:
+        validate_stages(cfg, Where(str(path), overridden, lines))
+    return cfg
 
 
-def check_stage_functions(cfg: PipelineConfig, registered: Iterable[str], source: str = "") -> None:
+def check_stage_functions(cfg: PipelineConfig, registered: Iterable[str], source: str = "",
+                          where: Where | None = None) -> None:
     """Raise ConfigError for a stage whose ``uses`` is not a registered stage function."""
     registered = sorted(registered)
+    where = where or Where(source or cfg.name)
     for stage in cfg.stages:
         if stage.uses not in registered:
-            raise Where(source or cfg.name).error(
+            raise where.error(
                 f"stages.{stage.name}.uses", f"{stage.uses!r} is not a registered stage function"
                 f"{suggest(stage.uses, registered) or '.'} Registered: {', '.join(registered)}")
 

@@ -5,7 +5,8 @@ runs this module in child processes (one per rank, ``RANK``/``WORLD_SIZE`` set),
 :func:`run_spec` inside the submitit job (ranks from the Slurm environment). A spec is plain JSON::
 
     {"pipeline", "run_id", "stage", "uses", "origin": {"module", "file"}, "params", "inputs",
-     "output_dir", "checkpoint_dir", "checkpoint_every", "engine", "deepspeed", "result_path",
+     "output_dir", "checkpoint_dir", "checkpoint_every", "checkpoint_every_s", "precision",
+     "channels_last", "num_workers", "smoke_steps", "engine", "deepspeed", "result_path",
      "tracking": {"uri", "experiment", "root", "stage_run_id"} | null,
      "array": {"index": int | null, "count": int} (only for a task or the final step of an array stage)}
 
@@ -29,6 +30,7 @@ from frugalcv.workflows.pipeline.stages import (
     StageInterrupted,
     get_stage,
     import_origin,
+    stage_info,
 )
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ STOP_FILE = "STOP"
 
 
 def stop_requested(output_dir: str) -> bool:
-    """Someone created ``<output_dir>/STOP`` (signals are the PreemptionHook's)."""
+    """Someone created ``<output_dir>/STOP`` (signals are the ControlHook's)."""
     return os.path.exists(os.path.join(output_dir, STOP_FILE))
 
 
@@ -48,6 +50,16 @@ def _world() -> tuple[int, int, int]:
     if "SLURM_STEP_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         return int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"]), int(os.environ.get("SLURM_LOCALID", 0))
     return 0, 1, 0
+
+
+def _local_world(world: int) -> int:
+    """How many ranks share this node: torchrun's LOCAL_WORLD_SIZE, Slurm's tasks on this node, or
+    (local executor) every rank."""
+    for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        value = os.environ.get(name, "").split("(")[0]
+        if value.isdigit():
+            return int(value)
+    return world if "SLURM_JOB_ID" not in os.environ else 1
 
 
 def _tracker(spec: dict[str, Any], rank: int):
@@ -70,22 +82,31 @@ def run_spec(spec: dict[str, Any], printer=print, raise_preempted: bool = False)
     ``Preempted`` propagates instead, so ``StageJob`` can hand it to submitit for the requeue.
     """
     from frugalcv.slurm.preemption import Preempted
+    from frugalcv.workflows.engine.device import configure_threads, default_workers, rank_cpus, rank_device
 
     import_origin(spec.get("origin") or {})
     fn = get_stage(spec["uses"])
+    params = stage_info(spec["uses"]).build_params(dict(spec["params"]), f"stages.{spec['stage']}.params")
     rank, world, local_rank = _world()
+    cpus = rank_cpus(_local_world(world))
+    configure_threads(cpus)
     if world > 1:
         from frugalcv.slurm.distributed import init_distributed
 
         info = init_distributed()
         rank, world, local_rank = info.rank, info.world_size, info.local_rank
     os.makedirs(spec["output_dir"], exist_ok=True)
+    workers = spec.get("num_workers")
     ctx = StageContext(
-        pipeline=spec["pipeline"], run_id=spec["run_id"], stage=spec["stage"], params=dict(spec["params"]),
+        pipeline=spec["pipeline"], run_id=spec["run_id"], stage=spec["stage"], params=params,
         inputs=dict(spec["inputs"]), output_dir=spec["output_dir"], checkpoint_dir=spec["checkpoint_dir"],
-        rank=rank, world_size=world, local_rank=local_rank, engine=spec.get("engine", "ddp"),
-        deepspeed=spec.get("deepspeed"), tracker=_tracker(spec, rank),
+        rank=rank, world_size=world, local_rank=local_rank, device=rank_device(local_rank),
+        engine=spec.get("engine", "ddp"), deepspeed=spec.get("deepspeed"), tracker=_tracker(spec, rank),
+        precision=spec.get("precision", "fp32"), channels_last=bool(spec.get("channels_last", False)),
+        cpus=cpus, num_workers=default_workers(cpus) if workers is None else int(workers),
         checkpoint_every=int(spec.get("checkpoint_every") or 0),
+        checkpoint_every_s=float(spec.get("checkpoint_every_s") or 0.0),
+        smoke_steps=spec.get("smoke_steps") or None,
         should_stop=lambda: stop_requested(spec["output_dir"]), printer=printer,
         array=ArrayTask(**spec["array"]) if spec.get("array") else None,
     )

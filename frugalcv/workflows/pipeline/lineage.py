@@ -108,9 +108,14 @@ def input_digest(url: str) -> str:
 
 
 def output_ref(url: str) -> dict[str, str]:
-    """``{uri, sha256}`` for a stage output (a file or a folder)."""
+    """``{uri, sha256}`` for a stage output: a file's bytes, a shard dataset's manifest (which holds
+    every shard's sha256, so the shards are not read again), or any other folder's files."""
     fs, path = storage.url_to_fs(url)
-    return {"uri": url, "sha256": tree_sha256(url) if fs.isdir(path) else file_sha256(url)}
+    if not fs.isdir(path):
+        return {"uri": url, "sha256": file_sha256(url)}
+    if fs.exists(path.rstrip("/") + "/" + MANIFEST_NAME):
+        return {"uri": url, "sha256": load_manifest(url).digest()}
+    return {"uri": url, "sha256": tree_sha256(url)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -172,7 +177,10 @@ def stage_fingerprint(cfg: PipelineConfig, stage: str, store: RunStore, code: di
             raise LineageError(f"stage {other!r} has no output {output!r} (outputs: {', '.join(rec.outputs) or 'none'})")
         inputs[name] = "sha256:" + rec.outputs[output]["sha256"]
         parents[other] = rec.fingerprint
-    return fingerprint(st, inputs, parents, code)
+    config = to_plain(st)
+    if cfg.smoke_steps:  # a smoke run's outputs never stand in for a real run's
+        config["smoke_steps"] = cfg.smoke_steps
+    return fingerprint(config, inputs, parents, code)
 
 
 def tail(text: str, lines: int = 60) -> str:

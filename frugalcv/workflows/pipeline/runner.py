@@ -46,11 +46,16 @@ from typing import Any
 from frugalcv.errors import ConfigError, FrugalError
 from frugalcv.slurm.executors import InlineExecutor, StageFailed, make_stage_executor
 from frugalcv.workflows.pipeline import lineage as L
-from frugalcv.workflows.pipeline.config import PipelineConfig, check_stage_functions, pipeline_from_dict
+from frugalcv.workflows.pipeline.config import (
+    PipelineConfig,
+    parse_checkpoint_every,
+    pipeline_from_dict,
+    validate_stages,
+)
 from frugalcv.workflows.pipeline.entry import STOP_FILE
 from frugalcv.workflows.pipeline.plan import run_folder, sbatch_parameters
 from frugalcv.workflows.pipeline.schema import to_plain
-from frugalcv.workflows.pipeline.stages import registered_stages, stage_array_tasks, stage_origin
+from frugalcv.workflows.pipeline.stages import stage_array_tasks, stage_origin
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +63,6 @@ log = logging.getLogger(__name__)
 KEY_METRICS = ("accuracy", "val_accuracy", "val_blocks_mean", "blocks_mean", "flops_speedup", "val_flops_speedup",
                "train_reward", "train_samples", "test_samples")
 #: checkpoint period (optimizer steps) of resumable stages when a stage's params do not say
-CHECKPOINT_EVERY = 50
 
 
 class PipelineFailed(FrugalError):
@@ -100,6 +104,10 @@ def _local_experiment(cfg: PipelineConfig) -> None:
 # ------------------------------------------------------------------------------------ running
 
 
+def smoke_steps(cfg: PipelineConfig) -> int | None:
+    return cfg.smoke_steps or None
+
+
 def resolve_inputs(cfg: PipelineConfig, stage: str, store: L.RunStore) -> dict[str, str]:
     """The stage's inputs with ``${stages.X.outputs.Y}`` replaced by X's recorded output URI."""
     st = cfg.stage(stage)
@@ -128,12 +136,13 @@ def stage_spec(cfg: PipelineConfig, stage: str, run_id: str, inputs: dict[str, s
     folder = run_folder(cfg, run_id)
     out_dir = os.path.join(folder, "stages", stage)
     params = dict(st.params)
-    every = int(params.pop("checkpoint_every", CHECKPOINT_EVERY))
+    every, every_s = parse_checkpoint_every(st.checkpoint_every)
     return {
         "pipeline": cfg.name, "run_id": run_id, "stage": stage, "uses": st.uses, "origin": stage_origin(st.uses),
         "params": params, "inputs": inputs, "run_folder": folder, "output_dir": out_dir,
         "checkpoint_dir": os.path.join(out_dir, "checkpoints"), "checkpoint_every": every,
-        "engine": st.engine, "deepspeed": None if st.deepspeed is None else to_plain(st.deepspeed),
+        "checkpoint_every_s": every_s, "precision": st.precision, "channels_last": st.channels_last,
+        "num_workers": st.num_workers, "smoke_steps": smoke_steps(cfg), "engine": st.engine, "deepspeed": None if st.deepspeed is None else to_plain(st.deepspeed),
         "result_path": os.path.join(out_dir, "result.json"), "log_path": os.path.join(folder, "logs", f"{stage}.log"),
         "tracking": {"uri": cfg.tracking.uri, "experiment": cfg.tracking.experiment, "root": cfg.storage.root,
                      "stage_run_id": stage_run_id} if track else None,
@@ -396,7 +405,7 @@ def _execute(cfg: PipelineConfig, run_id: str, executor: str | None, track: bool
 
 
 def _create_run(cfg: PipelineConfig, kind: str, track: bool, printer, run_id: str | None = None) -> str:
-    check_stage_functions(cfg, registered_stages())
+    validate_stages(cfg)
     run_folder(cfg, "x")  # a local root is needed for the run folder (raises ConfigError otherwise)
     run_id = run_id or L.new_run_id()
     store = L.RunStore(cfg.storage.root, run_id)

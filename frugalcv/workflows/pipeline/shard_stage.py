@@ -10,48 +10,66 @@ boundaries must be known before encoding).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
-from frugalcv.errors import ConfigError
+from frugalcv.workflows.pipeline.schema import FieldError, unknown_key
 from frugalcv.workflows.pipeline.stages import StageContext, StageResult, register_stage
 
-PARAMS = ("kind", "src", "dst", "splits", "split", "max_shard_samples", "max_shard_bytes", "workers", "tasks")
+
+@dataclass(kw_only=True)
+class ShardParams:
+    """Params of the ``shard`` stage (``frugalcv shard``'s options)."""
+
+    #: the source format: a ``frugalcv shard`` kind (cifar10, imagefolder, cityscapes, ...)
+    kind: str
+    #: the dataset in its on-disk layout (a folder), or ``sklearn`` for the bundled digits
+    src: str
+    #: where the splits go (default ``<output_dir>/data``); writes ``<dst>/<split>``
+    dst: str | None = None
+    #: the splits to convert (default: every split present)
+    splits: list[str] | None = None
+    split: str | None = None
+    max_shard_samples: int | None = None
+    max_shard_bytes: int | str | None = None
+    workers: int = 0
+    #: array tasks writing disjoint ranges of shards (a Slurm job array under the slurm executor)
+    tasks: int = 1
+
+    def __post_init__(self):
+        if self.tasks < 1:
+            raise FieldError("tasks", f"{self.tasks}: expected an int >= 1 (array tasks writing shards)")
+        if self.tasks > 1 and self.max_shard_samples is None:
+            raise FieldError("tasks", f"{self.tasks}: needs params.max_shard_samples, so that each task knows "
+                             "its shard boundaries before encoding (e.g. max_shard_samples: 10000)")
+        if self.workers < 0:
+            raise FieldError("workers", f"{self.workers}: must be >= 0")
+        from frugalcv.sharding.sources import SOURCES
+
+        if self.kind not in SOURCES:
+            raise FieldError("kind", unknown_key(self.kind, sorted(SOURCES)).replace("unknown key", "unknown kind").replace("Allowed keys", "Kinds"))
 
 
-def shard_tasks(params: dict[str, Any]) -> int:
-    """``params.tasks`` (default 1), checked: an int >= 1; > 1 needs ``max_shard_samples``."""
-    tasks = params.get("tasks", 1)
-    if not isinstance(tasks, int) or isinstance(tasks, bool) or tasks < 1:
-        raise ConfigError(f"shard params.tasks={tasks!r}: expected an int >= 1 (array tasks writing shards)")
-    if tasks > 1 and params.get("max_shard_samples") is None:
-        raise ConfigError(f"shard params.tasks={tasks}: needs params.max_shard_samples, so that each task "
-                          "knows its shard boundaries before encoding (e.g. max_shard_samples: 10000)")
-    return tasks
+def shard_tasks(params: ShardParams) -> int:
+    """How many array tasks the stage runs as (``params.tasks``, checked in ``ShardParams``)."""
+    return params.tasks
 
 
-@register_stage("shard", array_tasks=shard_tasks)
+@register_stage("shard", params=ShardParams, array_tasks=shard_tasks)
 def shard(ctx: StageContext) -> StageResult:
-    """Params: kind, src, dst (default ``<output_dir>/data``), splits (default: all present),
-    max_shard_samples, max_shard_bytes, workers, tasks (array tasks, default 1).
-    Outputs: one URL per split, ``<dst>/<split>``."""
+    """Outputs: one URL per split, ``<dst>/<split>``."""
     from frugalcv.sharding import storage, write_shards
     from frugalcv.sharding.tasks import finish_shards, write_shards_task
 
-    unknown = sorted(set(ctx.params) - set(PARAMS))
-    if unknown:
-        raise ConfigError(f"stages.{ctx.stage}.params: unknown key(s) {', '.join(unknown)}; "
-                          f"allowed: {', '.join(PARAMS)}")
-    shard_tasks(ctx.params)
-    dst = ctx.param("dst", None) or ctx.path("data")
-    splits = ctx.param("splits", None) or ctx.param("split", None)
+    p: ShardParams = ctx.params
+    dst = p.dst or ctx.path("data")
+    splits = p.splits or p.split
     if not ctx.is_main:
         return StageResult()
-    kind, src = ctx.param("kind"), str(ctx.param("src"))
-    limits = {"max_shard_samples": ctx.param("max_shard_samples", None),
-              "max_shard_bytes": ctx.param("max_shard_bytes", None)}
+    kind, src = p.kind, p.src
+    limits = {"max_shard_samples": p.max_shard_samples, "max_shard_bytes": p.max_shard_bytes}
     if ctx.array is not None and not ctx.array.is_final:
         reports = write_shards_task(kind, src, dst, splits, ctx.array.index, ctx.array.count,
-                                    workers=int(ctx.param("workers", 0)), **limits)
+                                    workers=p.workers, **limits)
         for split, r in reports.items():
             ctx.printer(f"shard {split} task {ctx.array.index}/{ctx.array.count}: shards "
                         f"{r.shards.start}..{r.shards.stop - 1}: {r.written} written, {r.skipped} already there")
@@ -59,7 +77,7 @@ def shard(ctx: StageContext) -> StageResult:
     if ctx.array is not None:
         manifests = finish_shards(kind, src, dst, splits, **limits)
     else:
-        manifests = write_shards(kind, src, dst, split=splits, workers=int(ctx.param("workers", 0)),
+        manifests = write_shards(kind, src, dst, split=splits, workers=p.workers,
                                  progress=False, **limits)
     metrics = {f"{split}_samples": float(m.num_samples) for split, m in manifests.items()}
     metrics.update({f"{split}_shards": float(len(m.shards)) for split, m in manifests.items()})

@@ -14,17 +14,18 @@ count=N)`` (the final step: e.g. the shard manifest), whose result is the stage'
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import inspect
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from frugalcv.errors import ConfigError, FrugalError
-from frugalcv.workflows.pipeline.schema import suggest
+from frugalcv.workflows.pipeline.schema import suggest, unknown_key
 
 #: entry-point group through which other packages add stage modules
 ENTRY_POINT_GROUP = "frugalcv.stages"
@@ -64,7 +65,8 @@ class StageContext:
     pipeline: str
     run_id: str
     stage: str
-    params: dict[str, Any]
+    #: an instance of the stage's registered params dataclass (a dict for an untyped stage)
+    params: Any
     #: input name -> resolved URL (``${stages.X.outputs.Y}`` already replaced)
     inputs: dict[str, str]
     #: ``<storage.root>/runs/<run id>/stages/<stage>/``; only rank 0 writes here
@@ -74,14 +76,27 @@ class StageContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    #: this rank's device: ``cuda:<local rank>`` on a GPU node, else the CPU
+    device: Any = "cpu"
     engine: str = "ddp"
     deepspeed: dict[str, Any] | None = None
+    #: ``fp32`` | ``bf16`` | ``fp16`` (autocast; a gradient scaler for fp16)
+    precision: str = "fp32"
+    #: 4-D activations in NHWC (``torch.channels_last``)
+    channels_last: bool = False
+    #: CPUs this rank may use (its Slurm allocation or its share of the machine)
+    cpus: int = 1
+    #: loader worker processes per rank (decode and augment)
+    num_workers: int = 0
     tracker: Any = field(default_factory=NullTracker)
-    #: checkpoint every N optimizer steps (0: only at the end); the runner's ``checkpoint_every``
+    #: checkpoint every N optimizer steps and/or every S seconds of training (0: neither)
     checkpoint_every: int = 0
+    checkpoint_every_s: float = 0.0
     should_stop: Callable[[], bool] = lambda: False
     #: set when the stage runs as an array (see the module docstring); None for a plain run
     array: ArrayTask | None = None
+    #: the smoke run's cap on optimizer steps and evaluation batches per stage (None: off)
+    smoke_steps: int | None = None
     printer: Callable[[str], None] = print
 
     @property
@@ -89,11 +104,14 @@ class StageContext:
         return self.rank == 0
 
     def param(self, name: str, default: Any = ...) -> Any:
-        if name in self.params:
-            return self.params[name]
+        """One param by name, from the typed params or an untyped stage's dict."""
+        if isinstance(self.params, dict):
+            if name in self.params:
+                return self.params[name]
+        elif hasattr(self.params, name):
+            return getattr(self.params, name)
         if default is ...:
-            raise ConfigError(f"stages.{self.stage}.params.{name}: required by this stage "
-                              f"(given: {', '.join(sorted(self.params)) or 'none'})")
+            raise ConfigError(f"stages.{self.stage}.params.{name}: required by this stage")
         return default
 
     def input(self, name: str) -> str:
@@ -118,15 +136,69 @@ class StageResult:
         return {"metrics": {k: float(v) for k, v in self.metrics.items()}, "outputs": dict(self.outputs)}
 
 
-def register_stage(name: str, *, replace: bool = False, array_tasks: Callable[[dict[str, Any]], int] | None = None):
+@dataclass(frozen=True)
+class StageInfo:
+    """What a stage declares when it registers: its params dataclass, input and output names."""
+
+    name: str
+    fn: Callable[[StageContext], StageResult]
+    #: a dataclass whose fields are the stage's params (validated when the pipeline loads)
+    params: type | None = None
+    #: input names the stage needs, and those it may take
+    inputs: tuple[str, ...] = ()
+    optional_inputs: tuple[str, ...] = ()
+    #: output names (documentation and ``--dry-run``); ``None``: decided at run time (one per split)
+    outputs: tuple[str, ...] | None = None
+    #: ``check(params, input names)``: cross-checks of params and inputs; raises FieldError
+    check: Callable[[Any, Iterable[str]], None] | None = None
+
+    def build_params(self, data: dict[str, Any] | Any, path: str = "params") -> Any:
+        """``data`` as an instance of the params dataclass (FieldError names the key); a dict when untyped."""
+        if self.params is None or dataclasses.is_dataclass(data):
+            return data
+        from frugalcv.workflows.pipeline.schema import build
+
+        return build(self.params, dict(data or {}), path)
+
+    def check_inputs(self, given: Iterable[str]) -> tuple[str, str] | None:
+        """(input name, problem) for a missing or unknown input; None when they fit."""
+        given = list(given)
+        if self.params is None and not self.inputs and not self.optional_inputs:
+            return None  # an untyped stage checks its own inputs
+        for name in self.inputs:
+            if name not in given:
+                return name, (f"required by stage function {self.name!r} (it takes "
+                              f"{', '.join(self.inputs + self.optional_inputs) or 'no inputs'})")
+        allowed = self.inputs + self.optional_inputs
+        for name in given:
+            if name not in allowed:
+                return name, unknown_key(name, allowed) if allowed else f"{self.name!r} takes no inputs"
+        return None
+
+
+_INFO: dict[str, StageInfo] = {}
+
+
+def register_stage(name: str, *, params: type | None = None, inputs: Iterable[str] = (),
+                   optional_inputs: Iterable[str] = (), outputs: Iterable[str] | None = None,
+                   replace: bool = False, array_tasks: Callable[[Any], int] | None = None,
+                   check: Callable[[Any, Iterable[str]], None] | None = None):
     """Decorator: register ``fn(ctx) -> StageResult`` under ``name`` (e.g. ``method.pretrain``).
 
-    ``array_tasks(params)``: how many array tasks the stage runs as (see the module docstring)."""
+    ``params``: the dataclass of the stage's params; every pipeline that uses the stage is checked
+    against it when it loads, and ``ctx.params`` is an instance of it. ``inputs`` /
+    ``optional_inputs``: the input names it needs / may take. ``array_tasks(params)``: how many
+    array tasks the stage runs as (see the module docstring). ``check(params, inputs)``: further
+    checks at load time, raising ``FieldError`` (e.g. an input that some params make required)."""
+    if params is not None and not dataclasses.is_dataclass(params):
+        raise TypeError(f"register_stage({name!r}): params must be a dataclass, got {params!r}")
 
     def wrap(fn):
         if name in _STAGES and not replace and _STAGES[name] is not fn:
             raise ValueError(f"stage {name!r} is registered twice ({_STAGES[name].__module__} and {fn.__module__})")
         _STAGES[name] = fn
+        _INFO[name] = StageInfo(name, fn, params, tuple(inputs), tuple(optional_inputs),
+                                None if outputs is None else tuple(outputs), check)
         if array_tasks is not None:
             _ARRAY_TASKS[name] = array_tasks
         return fn
@@ -134,14 +206,19 @@ def register_stage(name: str, *, replace: bool = False, array_tasks: Callable[[d
     return wrap
 
 
-def stage_array_tasks(name: str, params: dict[str, Any]) -> int:
-    """How many array tasks stage function ``name`` runs as with ``params`` (1: a plain run).
+def stage_info(name: str) -> StageInfo:
+    """The registration of stage function ``name`` (an unknown name lists the registered ones)."""
+    get_stage(name)
+    return _INFO[name]
 
-    Loads only the (light) shard module, so a dry run does not import torch; a stage of another
-    module counts once that module is imported (the runner imports every stage it runs)."""
-    importlib.import_module("frugalcv.workflows.pipeline.shard_stage")
+
+def stage_array_tasks(name: str, params: Any) -> int:
+    """How many array tasks stage function ``name`` runs as with ``params`` (1: a plain run)."""
+    get_stage(name)
     fn = _ARRAY_TASKS.get(name)
-    return 1 if fn is None else fn(params)
+    if fn is None:
+        return 1
+    return fn(stage_info(name).build_params(params))
 
 
 def stage_modules() -> list[str]:
@@ -213,5 +290,5 @@ def import_origin(origin: dict[str, str]) -> None:
 
 __all__ = [
     "ArrayTask", "NullTracker", "StageContext", "StageInterrupted", "StageResult", "get_stage", "import_origin",
-    "register_stage", "registered_stages", "stage_array_tasks", "stage_origin",
+    "StageInfo", "register_stage", "registered_stages", "stage_array_tasks", "stage_info", "stage_origin",
 ]

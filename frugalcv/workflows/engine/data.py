@@ -1,0 +1,73 @@
+"""A stage's data: shard splits streamed through ``ShardLoader``, never held whole in memory.
+
+Training streams give this rank its share of every global batch (``batch_size`` is global), in
+an order that depends on (seed, epoch) only, decoded and augmented in worker processes; the
+loader's cursor goes into every checkpoint. Evaluation streams read a split once, in order,
+on the calling rank. A smoke run caps batches at ``SMOKE_BATCH`` samples.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+from frugalcv.errors import ConfigError
+from frugalcv.sharding import ShardLoader
+from frugalcv.workflows.engine.checkpoint import LoaderEpochs
+
+#: per-rank batch size cap in a smoke run
+SMOKE_BATCH = 8
+
+
+class TrainStream(LoaderEpochs):
+    """Trainer data over a ``ShardLoader``: ``epoch -> batches``, resumable from the cursor."""
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in a full epoch (for schedules), whatever the cursor."""
+        position, epoch = self.loader.position, self.loader.epoch
+        self.loader.position = 0
+        try:
+            return len(self.loader)
+        finally:
+            self.loader.position, self.loader.epoch = position, epoch
+
+
+class EvalStream:
+    """One in-order pass over a split each time it is iterated (``limit`` batches at most)."""
+
+    def __init__(self, loader: ShardLoader, limit: int | None = None):
+        self.loader, self.limit = loader, limit
+
+    def __iter__(self) -> Iterator:
+        self.loader.set_epoch(0)
+        self.loader.position = 0
+        batches = iter(self.loader)
+        return itertools.islice(batches, self.limit) if self.limit else batches
+
+    def __len__(self) -> int:
+        n = len(self.loader)
+        return min(n, self.limit) if self.limit else n
+
+
+def stream(ctx, url: str, batch_size: int, transform: Callable[[dict], object] | None, *,
+           train: bool = True, seed_offset: int = 0) -> TrainStream | EvalStream:
+    """This rank's stream of ``url`` (a shard split): training (shuffled, this rank's share of each
+    global batch of ``batch_size``) or evaluation (in order, every sample, on this rank)."""
+    if batch_size < 1:
+        raise ConfigError(f"stages.{ctx.stage}.params.batch_size={batch_size}: must be >= 1")
+    world = ctx.world_size if train else 1
+    if train and batch_size < world:
+        raise ConfigError(f"stages.{ctx.stage}.params.batch_size={batch_size} is smaller than the world size "
+                          f"{world}: every rank needs at least one sample per step")
+    per_rank = batch_size // world
+    if ctx.smoke_steps:
+        per_rank = min(per_rank, SMOKE_BATCH)
+    loader = ShardLoader(url, per_rank, rank=ctx.rank if train else 0, world_size=world,
+                         num_workers=ctx.num_workers, seed=int(ctx.param("seed", 0)) + seed_offset, shuffle=train,
+                         transform=transform, pin_memory=str(ctx.device).startswith("cuda"))
+    if not train:
+        return EvalStream(loader, ctx.smoke_steps)
+    # full batches only (BatchNorm and equal steps), unless a rank's share is smaller than one
+    loader.drop_last = loader.samples_per_rank() >= per_rank
+    return TrainStream(loader)
