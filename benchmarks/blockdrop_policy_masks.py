@@ -21,22 +21,40 @@ import os
 
 import torch
 
-from frugalcv.workflows.blockdrop.data import digits_arrays, load_split, normalize, resize
+from frugalcv.models import build_model
+from frugalcv.workflows import kit
+from frugalcv.workflows.blockdrop.data import digits_arrays
 from frugalcv.workflows.blockdrop.policy import greedy_policy
-from frugalcv.workflows.blockdrop.stages import _models, load_state
+from frugalcv.workflows.blockdrop.transforms import Preprocess
+
+
+def _test_images(test: str, images: int, prep: Preprocess) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``images`` test images, preprocessed as the checkpoint's evaluation does."""
+    from frugalcv.sharding import iter_samples
+
+    transform = prep.transform(train=False)
+    if test == "digits":
+        x_NCHW, y = digits_arrays("test")
+        samples = ({"image": x.permute(1, 2, 0).numpy(), "label": int(label)} for x, label in zip(x_NCHW, y, strict=True))
+    else:
+        samples = iter_samples(test)
+    pairs = [transform(s) for _, s in zip(range(images), samples, strict=False)]
+    if len(pairs) < images:
+        raise SystemExit(f"{test}: {len(pairs)} images, fewer than --images {images}")
+    return torch.stack([x for x, _ in pairs]), torch.tensor([label for _, label in pairs])
 
 
 def policy_masks(checkpoint: str, test: str, images: int) -> dict:
     """The greedy masks of ``checkpoint``'s policy on the first ``images`` images of ``test``."""
-    state = load_state(checkpoint)
-    resnet, policy = _models(state, None)
-    if policy is None:
+    state = kit.read_state(checkpoint, "BlockDrop model file")
+    if "policy" not in state:
         raise SystemExit(f"{checkpoint}: holds no policy; give a curriculum or finetune stage's model.pt")
-    x, y = digits_arrays("test") if test == "digits" else load_split(test)
-    if len(y) < images:
-        raise SystemExit(f"{test}: {len(y)} images, fewer than --images {images}")
-    x = resize(normalize(x[:images], state["mean"], state["std"]), state.get("image_size"))
-    y = y[:images]
+    resnet = build_model(state["model"], num_classes=int(state["num_classes"]), debug=bool(state["debug"]))
+    resnet.load_state_dict(state["resnet"])
+    policy = build_model(state["policy_model"], num_blocks=resnet.num_blocks, debug=bool(state["debug"]))
+    policy.load_state_dict(state["policy"])
+    prep = Preprocess(**state["preprocess"])
+    x, y = _test_images(test, images, prep)
     resnet.eval()
     policy.eval()
     with torch.inference_mode():
@@ -47,7 +65,7 @@ def policy_masks(checkpoint: str, test: str, images: int) -> dict:
         "num_blocks": int(resnet.num_blocks),
         "checkpoint": checkpoint,
         "test": test,
-        "image_size": state.get("image_size"),
+        "image_size": prep.image_size,
         "accuracy": round(correct, 4),
         "blocks_mean": round(keep.sum(1).float().mean().item(), 2),
         "unique_policies": len({tuple(row) for row in keep.tolist()}),

@@ -9,7 +9,7 @@ same in-memory synthetic batches from the same initial weights:
 - trainer: ``Trainer(task, optimizer, data, hooks, epochs=1)`` with the task doing the same
            forward and loss, and the hooks a stage uses: ``LoggingHook`` (every ``--log-every``
            steps, lines kept in memory), ``CheckpointHook`` (every ``--checkpoint-every`` steps,
-           atomic write + fsync to a temporary folder, keep 2) and ``PreemptionHook`` (signal
+           atomic write + fsync to a temporary folder, keep 2) and ``ControlHook`` (signal
            handlers, a per-step flag check).
 
 The two sides alternate step by step: the Trainer's data source runs one bare step on the other
@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from frugalcv.models import build_model
-from frugalcv.slurm.preemption import PreemptionHook
 from frugalcv.workflows.engine.checkpoint import CheckpointHook
+from frugalcv.workflows.engine.control import ControlHook
 from frugalcv.workflows.engine.trainer import LoggingHook, Trainer
 
 
@@ -107,7 +107,7 @@ def run_round(trainer_side: tuple, data: Round, directory: str, args: argparse.N
     model.train()
     saver = CheckpointHook(directory, model, every=args.checkpoint_every, keep=2, save_at_end=False)
     saver.save = timed(saver.save, save_times)  # the real save, timed
-    hooks = [LoggingHook(args.log_every, prefix="bench ", printer=log_lines.append), saver, PreemptionHook(saver)]
+    hooks = [LoggingHook(args.log_every, prefix="bench ", printer=log_lines.append), saver, ControlHook(saver)]
     Trainer(CrossEntropyTask(model), optimizer, data, hooks, epochs=1).train()
     return saver
 

@@ -1,4 +1,5 @@
-"""Architectures only (no I/O, tracking or distributed code): BlockDrop ResNets and policy nets.
+"""Architectures only (no I/O, tracking or distributed code): shared blocks, the registry and FLOPs
+counter here, each method's networks in ``models/<method>/``.
 
 Every registered model has a tiny flavour for tests: ``build_model(name, debug=True)``.
 """

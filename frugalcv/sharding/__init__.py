@@ -1,7 +1,7 @@
 """Datasets as WebDataset tar shards plus a manifest, on any fsspec URL.
 
 models and sharding do not import each other's internals, MLflow, submitit or
-torch.distributed (the loader only asks torch.distributed for rank/world size).
+torch.distributed (the loader takes its rank and world size as arguments or from $RANK/$WORLD_SIZE).
 The loader (which imports torch) loads lazily, so `frugalcv shards info` stays quick.
 """
 

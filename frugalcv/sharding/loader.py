@@ -30,9 +30,8 @@ from frugalcv.sharding.tario import iter_samples_raw
 log = logging.getLogger(__name__)
 
 
-def _dist_rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+def _env_rank_world() -> tuple[int, int]:
+    """$RANK / $WORLD_SIZE as torchrun, submitit and frugalcv's executors export them (else 0 / 1)."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
@@ -123,7 +122,7 @@ class ShardLoader:
     Args:
         url: dataset folder (or its manifest.json), any fsspec URL.
         batch_size: per-rank batch size.
-        rank, world_size: default to torch.distributed's, else $RANK/$WORLD_SIZE, else 0/1.
+        rank, world_size: default to $RANK/$WORLD_SIZE (torchrun, submitit), else 0/1.
         num_workers: DataLoader worker processes (0 = in this process).
         seed, epoch: the order depends only on these (and the dataset).
         transform: sample dict -> sample dict (runs in the workers).
@@ -155,7 +154,7 @@ class ShardLoader:
         if batch_size < 1:
             raise FrugalError(f"batch_size must be >= 1, got {batch_size}")
         self.manifest = load_manifest(url)
-        r, w = _dist_rank_world()
+        r, w = _env_rank_world()
         self.rank = r if rank is None else rank
         self.world_size = w if world_size is None else world_size
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed

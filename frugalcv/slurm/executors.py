@@ -8,7 +8,7 @@ the stage code is identical. ``run(spec, cfg)`` returns rank 0's result dict or 
 exact parameters of :func:`frugalcv.workflows.pipeline.plan.sbatch_parameters` (what ``--dry-run`` prints)
 into ``<run>/slurm/%j`` (a fresh folder per job id); the job is a Checkpointable
 :class:`frugalcv.slurm.preemption.StageJob`: on USR2 (preemption, timeout) the stage's
-``PreemptionHook`` checkpoints at the next step boundary, submitit requeues the job, and the
+``ControlHook`` checkpoints at the next step boundary, submitit requeues the job, and the
 requeued job resumes from that checkpoint.
 
 ``run_array(specs, cfg, on_job)`` runs several specs of one stage (the tasks of an array stage,

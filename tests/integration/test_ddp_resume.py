@@ -19,8 +19,9 @@ from synthetic import synthetic_image  # noqa: F401  (registers the synthetic-te
 
 from frugalcv.sharding import ShardLoader, write_shards
 from frugalcv.slurm.distributed import cleanup, init_distributed
-from frugalcv.slurm.preemption import Preempted, PreemptionHook
+from frugalcv.slurm.preemption import Preempted
 from frugalcv.workflows.engine.checkpoint import CheckpointHook, LoaderEpochs, load_checkpoint, restore
+from frugalcv.workflows.engine.control import ControlHook
 from frugalcv.workflows.engine.engines import wrap_ddp
 from frugalcv.workflows.engine.trainer import HookBase, LRScheduleHook, Trainer
 
@@ -88,7 +89,7 @@ def worker(rank, port, dataset, ckdir, out, name, resume, signal_at):
         # only rank 1 is signalled: the all_reduce must stop rank 0 at the same step
         hooks = [SendSignal(signal_at)] if (signal_at is not None and rank == 1) else []
         trainer = Trainer(Task(wrap_ddp(model)), opt, LoaderEpochs(loader),
-                          [*hooks, LRScheduleHook(sched), ckpt, PreemptionHook(ckpt)], epochs=EPOCHS)
+                          [*hooks, LRScheduleHook(sched), ckpt, ControlHook(ckpt)], epochs=EPOCHS)
         seed_all(1000 + rank if resume is None else 77)  # per-rank dropout; a resumed run starts elsewhere
         if resume is not None:
             restore(resume, trainer, model, opt, sched, loader)

@@ -67,13 +67,11 @@ def worker(rank, port, dataset, ckdir, out, name, resume_tag, signal_at):
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(WORLD), DS_ACCELERATOR="cpu")
     torch.set_num_threads(1)
     from frugalcv.slurm.distributed import cleanup, init_distributed
-    from frugalcv.slurm.preemption import Preempted, PreemptionHook
-    from frugalcv.workflows.engine.engines import (
-        DeepSpeedCheckpointHook,
-        DeepSpeedTrainer,
-        build_deepspeed,
-        load_deepspeed,
-    )
+    from frugalcv.slurm.preemption import Preempted
+    from frugalcv.workflows.engine.checkpoint import CheckpointHook
+    from frugalcv.workflows.engine.control import ControlHook
+    from frugalcv.workflows.engine.engines import DeepSpeedStep, build_deepspeed, load_deepspeed
+    from frugalcv.workflows.engine.trainer import Trainer
 
     init_distributed("gloo", timeout_s=300)
     try:
@@ -81,11 +79,11 @@ def worker(rank, port, dataset, ckdir, out, name, resume_tag, signal_at):
         engine = build_deepspeed(TinyNet(), {"type": "Adam", "params": {"lr": 1e-2, "weight_decay": 1e-4}},
                                  ZERO_STAGE, micro_batch_size=4)
         loader = ShardLoader(dataset, 4, seed=5, transform=to_tensors)
-        ckpt = DeepSpeedCheckpointHook(ckdir, engine, loader=loader)
+        ckpt = CheckpointHook(ckdir, engine.module, loader=loader, engine=engine)
         logger = LoggingHook(1, printer=None)
         hooks = [SendSignal(signal_at)] if (signal_at is not None and rank == 1) else []
-        trainer = DeepSpeedTrainer(Task(engine), engine, LoaderEpochs(loader),
-                                   [*hooks, logger, ckpt, PreemptionHook(ckpt)], epochs=EPOCHS)
+        trainer = Trainer(Task(engine), DeepSpeedStep(engine), LoaderEpochs(loader),
+                          [*hooks, logger, ckpt, ControlHook(ckpt)], epochs=EPOCHS)
         seed = 1000 + rank if resume_tag is None else 77  # per-rank dropout; a resumed run starts elsewhere
         torch.manual_seed(seed), np.random.seed(seed), random.seed(seed)
         if resume_tag is not None:

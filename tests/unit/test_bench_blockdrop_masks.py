@@ -29,8 +29,9 @@ def _checkpoint(path: Path) -> None:
     policy = build_model("policy_resnet8_cifar", num_blocks=resnet.num_blocks, debug=True)
     with torch.no_grad():
         policy.logit.bias.copy_(torch.linspace(-3, 3, resnet.num_blocks))  # some blocks kept, some not
-    state = {"model": "cifar_resnet32", "num_classes": 10, "debug": True, "mean": [128.0] * 3,
-             "std": [64.0] * 3, "image_size": 16, "resnet": resnet.state_dict(),
+    state = {"model": "cifar_resnet32", "num_classes": 10, "debug": True,
+             "preprocess": {"augment": "crop", "image_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3},
+             "resnet": resnet.state_dict(),
              "policy_model": "policy_resnet8_cifar", "policy": policy.state_dict()}  # fmt: skip
     torch.save(state, path)
 

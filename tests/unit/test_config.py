@@ -17,11 +17,11 @@ name: tiny
 stages:
   - name: pretrain
     uses: blockdrop.pretrain
-    inputs: {train: data/train}
-    params: {epochs: 1, lr: 1e-4}
+    inputs: {train: data/train, val: data/val}
+    params: {epochs: 1, lr: 1e-4, warmup_epochs: 0}
   - name: curriculum
     uses: blockdrop.curriculum
-    inputs: {checkpoint: "${stages.pretrain.outputs.checkpoint}"}
+    inputs: {checkpoint: "${stages.pretrain.outputs.checkpoint}", train: data/train}
     params: {gamma: 5.0}
 """
 
@@ -167,7 +167,7 @@ def test_missing_file():
 def test_unknown_top_level_key_suggests_and_lists(tmp_path):
     message = error_of(tmp_path, MINIMAL + "executr: {kind: slurm}\n")
     assert "executr: unknown key 'executr'; did you mean 'executor'?" in message
-    assert "Allowed keys: description, executor, name, stages, storage, tracking" in message
+    assert "Allowed keys: description, executor, name, smoke_steps, stages, storage, tracking" in message
 
 
 def test_unknown_nested_key(tmp_path):
@@ -231,8 +231,8 @@ def test_duplicate_stage_name(tmp_path):
 
 
 def test_forward_and_unknown_references(tmp_path):
-    forward = MINIMAL.replace("inputs: {train: data/train}",
-                              "inputs: {train: \"${stages.curriculum.outputs.checkpoint}\"}")
+    forward = MINIMAL.replace("inputs: {train: data/train, val: data/val}",
+                              "inputs: {train: \"${stages.curriculum.outputs.checkpoint}\", val: data/val}")
     message = error_of(tmp_path, forward)
     assert "stages.pretrain.inputs.train" in message and "'curriculum' is a later stage" in message
     unknown = MINIMAL.replace("stages.pretrain.outputs", "stages.pretrian.outputs")
@@ -251,7 +251,11 @@ def test_unknown_placeholder(tmp_path):
 def test_unregistered_stage_function(tmp_path):
     from frugalcv.workflows.pipeline.config import check_stage_functions
 
-    cfg = load_pipeline(write(tmp_path, MINIMAL.replace("uses: blockdrop.curriculum", "uses: blockdrop.curriculm")))
+    path = write(tmp_path, MINIMAL.replace("uses: blockdrop.curriculum", "uses: blockdrop.curriculm"))
+    with pytest.raises(ConfigError, match=r"p.yaml, line 9: stages.curriculum.uses: 'blockdrop.curriculm' is not a "
+                       r"registered stage function; did you mean 'blockdrop.curriculum'\?"):
+        load_pipeline(path)  # checked when the file loads
+    cfg = load_pipeline(path, validate=False)
     check_stage_functions(cfg, ["blockdrop.pretrain", "blockdrop.curriculm"])
     with pytest.raises(ConfigError) as info:
         check_stage_functions(cfg, ["blockdrop.pretrain", "blockdrop.curriculum"], source="p.yaml")

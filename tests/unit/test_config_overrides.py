@@ -36,7 +36,10 @@ def test_shorthand_stage_param():
 
 
 def test_new_param_needs_params_path_and_shorthand_typos_are_caught():
-    assert load("stages.curriculum.params.new_knob=3").stage("curriculum").params["new_knob"] == 3
+    with pytest.raises(ConfigError, match="stages.curriculum.params.new_knob: unknown key 'new_knob'"):
+        load("stages.curriculum.params.new_knob=3")  # a stage's params are its dataclass's fields
+    assert load_pipeline(DEMO, ["stages.curriculum.params.new_knob=3"], validate=False).stage(
+        "curriculum").params["new_knob"] == 3
     with pytest.raises(ConfigError) as info:
         load("stages.curriculum.gamam=2")
     message = str(info.value)

@@ -165,8 +165,7 @@ def test_array_stage_lines_and_quoting(odd_tmp):
 
 
 def test_shard_tasks_without_max_shard_samples_is_a_clear_error():
-    cfg = load_pipeline(ROOT / "pipelines" / "blockdrop-imagenet-resnet101.yaml", ["stages.data.params.tasks=4"])
-    with pytest.raises(ConfigError, match="needs params.max_shard_samples"):
-        render_sbatch(cfg, "data", "/r")
+    with pytest.raises(ConfigError, match=r"override -o stages.data.params.tasks=4\): stages.data.params.tasks: 4: needs params.max_shard_samples"):
+        load_pipeline(ROOT / "pipelines" / "blockdrop-imagenet-resnet101.yaml", ["stages.data.params.tasks=4"])
     with pytest.raises(ConfigError, match="array_parallelism"):
         load_pipeline(ROOT / "pipelines" / "blockdrop-demo.yaml", ["executor.slurm.array_parallelism=0"])

@@ -9,8 +9,9 @@ import test_checkpoint
 import torch
 from test_checkpoint import EPOCHS, build, seed_all, weights_sha256
 
-from frugalcv.slurm.preemption import Preempted, PreemptionHook, StageJob
+from frugalcv.slurm.preemption import Preempted, StageJob
 from frugalcv.workflows.engine.checkpoint import latest_checkpoint, load_checkpoint, restore
+from frugalcv.workflows.engine.control import ControlHook
 from frugalcv.workflows.engine.trainer import HookBase
 
 dataset, reference = test_checkpoint.dataset, test_checkpoint.reference  # shared module fixtures
@@ -31,7 +32,7 @@ def train_preemptible(resume_from, dataset, ckdir, signal_at=None, signum=signal
     """A stage function as StageJob runs it; returns the final weights' sha256."""
     seed_all(123)
     model, opt, sched, loader, trainer = build(dataset, ckdir, None, [SendSignal(signal_at, signum)] if signal_at else [])
-    trainer.register_hooks([PreemptionHook(trainer.hooks[-1])])
+    trainer.register_hooks([ControlHook(trainer.hooks[-1])])
     if resume_from is not None:
         restore(resume_from, trainer, model, opt, sched, loader)
     trainer.train()

@@ -11,8 +11,9 @@ import submitit
 import test_checkpoint
 from test_checkpoint import build, seed_all, weights_sha256
 
-from frugalcv.slurm.preemption import PreemptionHook, StageJob
+from frugalcv.slurm.preemption import StageJob
 from frugalcv.workflows.engine.checkpoint import restore
+from frugalcv.workflows.engine.control import ControlHook
 from frugalcv.workflows.engine.trainer import HookBase
 
 pytestmark = pytest.mark.integration
@@ -34,7 +35,7 @@ class Pace(HookBase):
 def stage(resume_from, dataset, ckdir, marker):
     seed_all(123)
     model, opt, sched, loader, trainer = build(dataset, ckdir, None, [Pace(marker)])
-    trainer.register_hooks([PreemptionHook(trainer.hooks[-1])])
+    trainer.register_hooks([ControlHook(trainer.hooks[-1])])
     if resume_from is not None:
         restore(resume_from, trainer, model, opt, sched, loader)
     trainer.train()

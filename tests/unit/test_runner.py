@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from frugalcv.errors import ConfigError
-from frugalcv.workflows.blockdrop.stages import resume_hooks, save_state
-from frugalcv.workflows.engine.trainer import HookBase, Trainer
+from frugalcv.workflows import kit
+from frugalcv.workflows.engine.trainer import HookBase
 from frugalcv.workflows.pipeline import runner
 from frugalcv.workflows.pipeline.config import pipeline_from_dict
 from frugalcv.workflows.pipeline.stages import StageResult, get_stage, register_stage
@@ -77,10 +77,10 @@ def fake_train(ctx):
     hooks = []
     if ctx.param("stop_at", None) is not None:
         hooks.append(_StopOnce(ctx, int(ctx.param("stop_at"))))
-    Trainer(Task(), opt, data, [*hooks, *resume_hooks(ctx, model)], epochs=int(ctx.param("epochs", 3))).train()
+    kit.fit(ctx, Task(), opt, data, state=model, hooks=hooks, epochs=int(ctx.param("epochs", 3)))
     path = ctx.path("model.pt")
     if ctx.is_main:
-        save_state(path, model.state_dict())
+        kit.save_state(path, model.state_dict())
     return StageResult(metrics={"weight_sum": float(model.weight.detach().sum())}, outputs={"model": path})
 
 
@@ -179,7 +179,7 @@ def test_failure_records_the_log_tail(tmp_path, kind):
 
 
 def test_inline_and_local_give_the_same_sha256(tmp_path):
-    stages = [{"name": "train", "uses": "fake.train", "params": {"epochs": 3, "checkpoint_every": 4}}]
+    stages = [{"name": "train", "uses": "fake.train", "params": {"epochs": 3}, "checkpoint_every": 4}]
     shas = {}
     for kind in ("inline", "local"):
         root = tmp_path / kind
@@ -192,11 +192,11 @@ def test_inline_and_local_give_the_same_sha256(tmp_path):
 
 
 def test_interrupted_stage_resumes_from_its_checkpoint_with_the_same_sha256(tmp_path):
-    plain = [{"name": "train", "uses": "fake.train", "params": {"epochs": 3, "checkpoint_every": 100}}]
+    plain = [{"name": "train", "uses": "fake.train", "params": {"epochs": 3}, "checkpoint_every": 100}]
     reference = run(pipeline(tmp_path / "ref", plain))
     want = runner.status(reference, str(tmp_path / "ref"))["stages"][0]["outputs"]["model"]["sha256"]
 
-    stopped = [{"name": "train", "uses": "fake.train", "params": {"epochs": 3, "checkpoint_every": 100, "stop_at": 5}}]
+    stopped = [{"name": "train", "uses": "fake.train", "params": {"epochs": 3, "stop_at": 5}, "checkpoint_every": 100}]
     cfg = pipeline(tmp_path / "run", stopped)
     with pytest.raises(runner.PipelineFailed, match="interrupted"):
         run(cfg)

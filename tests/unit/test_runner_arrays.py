@@ -44,7 +44,7 @@ def test_shard_stage_as_array_tasks_gives_the_same_dataset(tmp_path):
 def test_shard_tasks_param_is_checked(tmp_path):
     cfg = shard_pipeline(tmp_path, 2)
     cfg.stages[0].params.pop("max_shard_samples")
-    with pytest.raises(ConfigError, match="tasks=2: needs params.max_shard_samples"):
+    with pytest.raises(ConfigError, match="stages.data.params.tasks: 2: needs params.max_shard_samples"):
         runner.run_pipeline(cfg, "inline", track=False)
 
 

@@ -82,6 +82,8 @@ class PretrainConfig:
             raise FieldError("lr_decay", f"{self.lr_decay}: must be in (0, 1], e.g. 0.1")
         if not 0 <= self.label_smoothing < 1:
             raise FieldError("label_smoothing", f"{self.label_smoothing}: must be in [0, 1)")
+        if self.drop_path_rule not in ("uniform", "linear"):
+            raise FieldError("drop_path_rule", f"{self.drop_path_rule!r}: use 'uniform' or 'linear'")
         if not 0 <= self.drop_path < 1:
             raise FieldError("drop_path", f"{self.drop_path}: must be in [0, 1), e.g. 0.1; 0 turns it off")
         if self.translate < 0 or (self.image_size is not None and self.image_size < 8):
