@@ -110,6 +110,12 @@ def time_interleaved(fns: dict, warmup: int, repeats: int) -> tuple[dict, dict, 
     return wall, cpu, faults
 
 
+def _synchronised(fn):
+    out = fn()
+    torch.cuda.synchronize()
+    return out
+
+
 def keep_freed_memory() -> None:
     """Stop glibc from handing freed memory back to the kernel (and faulting it in again).
 
@@ -157,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="fold BN into the convs of every network (default; as deployed for inference)",
     )
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave as is)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N (calls are synchronised before timing ends)")
     parser.add_argument(
         "--workers",
         type=int,
@@ -199,6 +206,10 @@ def main(argv: list[str] | None = None) -> dict:
         probs_K = keep_probabilities(model.num_blocks, args.blocks, args.probs, gen)
         keep = torch.bernoulli(probs_K.expand(args.batch, -1), generator=gen).float()
 
+    device = torch.device(args.device)
+    if device.type == "cuda" and shards is not None:
+        raise SystemExit("--workers (CPU row shards) and --device cuda do not go together")
+    model, policy, x, keep = model.to(device), policy.to(device), x.to(device), keep.to(device)
     base, per_block = block_flops(model)
     flops_full = base + sum(per_block)
     policy_cost = count_flops(policy)
@@ -215,6 +226,8 @@ def main(argv: list[str] | None = None) -> dict:
         if shards is not None:
             variants = {name: functools.partial(shards, fn) for name, fn in variants.items()}
         calls = {name: functools.partial(fn, x, keep) for name, fn in variants.items()}
+        if device.type == "cuda":  # kernels run asynchronously: a call ends when the GPU is done
+            calls = {name: functools.partial(_synchronised, fn) for name, fn in calls.items()}
         policy_call, masked_call = calls.pop("policy"), calls.pop("masked")
         # full and dynamic alternate (full-dynamic, dynamic-full, ...) so that each pair of calls
         # is as close in time as possible; masking, far slower, is timed on its own afterwards
@@ -287,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
         "unique_policies": len({tuple(row) for row in keep.bool().tolist()}),
         "channels_last": args.channels_last,
         "fuse_bn": args.fuse_bn,
+        "device": str(device),
     }
     print(json.dumps(result))
     return result

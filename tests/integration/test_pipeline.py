@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "pipelines" / "blockdrop-demo.yaml")
 #: the demo with debug-sized networks and a few epochs: the same stages and code, minutes less
 SMALL = ["stages.pretrain.epochs=2", "stages.pretrain.params.debug=true", "stages.curriculum.epochs=2",
-         "stages.curriculum.epochs_per_stage=1", "stages.curriculum.params.debug=true", "stages.finetune.epochs=1"]
+         "stages.curriculum.epochs_per_stage=1", "stages.finetune.epochs=1"]
 
 
 def overrides(items):
@@ -68,7 +68,7 @@ def test_demo_inline_prints_a_table_and_a_second_run_is_all_cached(tmp_path, cap
 # ------------------------------------------------------------------------------------ Slurm
 
 
-def two_node(root, kind, checkpoint_every=5, deepspeed=False):
+def two_node(root, kind, checkpoint_every=5, deepspeed=False, epochs=1, num_workers=2):
     engine = {"engine": "deepspeed", "deepspeed": {"zero_stage": 2}} if deepspeed else {}
     return pipeline_from_dict({
         "name": "two-node", "storage": {"root": str(root)},
@@ -76,9 +76,10 @@ def two_node(root, kind, checkpoint_every=5, deepspeed=False):
         "stages": [
             {"name": "digits", "uses": "shard", "params": {"kind": "digits", "src": "sklearn"}},
             {"name": "pretrain", "uses": "blockdrop.pretrain", "resources": {"nodes": 2}, **engine,
+             "checkpoint_every": checkpoint_every, "num_workers": num_workers,
              "inputs": {"train": "${stages.digits.outputs.train}", "val": "${stages.digits.outputs.test}"},
-             "params": {"model": "cifar_resnet32", "debug": True, "epochs": 1, "batch_size": 64,
-                        "warmup_epochs": 0, "seed": 0, "checkpoint_every": checkpoint_every}},
+             "params": {"model": "cifar_resnet32", "debug": True, "epochs": epochs, "batch_size": 64,
+                        "warmup_epochs": 0, "seed": 0, "drop_path": 0.2}},
         ],
     })
 

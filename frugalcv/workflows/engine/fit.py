@@ -120,6 +120,11 @@ def fit(ctx, task, update, data, *, state: nn.Module, epochs: int | None = None,
     trainer = Trainer(task, update, data, all_hooks, epochs=epochs, max_steps=max_steps, device=ctx.device,
                       precision=precision, channels_last=ctx.channels_last)
     trainer.logger = logger
+    if ctx.is_main:
+        backend = "deepspeed" if engine is not None else ("ddp" if ctx.world_size > 1 else "single process")
+        ctx.printer(f"{log_prefix}training on {ctx.device} ({ctx.world_size} rank(s), {backend}, {precision}, "
+                    f"{getattr(getattr(data, 'loader', None), 'num_workers', 0)} loader workers, "
+                    f"{ctx.cpus} CPU(s) a rank)")
     trainer.train()
     return trainer
 
