@@ -13,7 +13,7 @@ from frugalcv.workflows.blockdrop.curriculum import (
     CurriculumTask,
     frozen_logits,
 )
-from frugalcv.workflows.blockdrop.data import TensorBatches, digits_arrays, resize
+from frugalcv.workflows.blockdrop.data import TensorBatches, digits_arrays
 from frugalcv.workflows.blockdrop.evaluate import evaluate_policy
 from frugalcv.workflows.blockdrop.finetune import FinetuneConfig, FinetuneTask
 from frugalcv.workflows.blockdrop.pretrain import ClassificationTask, PretrainConfig, stochastic_depth_keep
@@ -144,13 +144,6 @@ def test_stochastic_depth_drop_rates(rule):
     dropped = 1 - stochastic_depth_keep(20000, 4, 0.4, rule).mean(0)
     expected = [0.4] * 4 if rule == "uniform" else [0.1, 0.2, 0.3, 0.4]
     assert dropped.tolist() == pytest.approx(expected, abs=0.015)
-
-
-def test_resize_shrinks_by_area_average():
-    x = torch.arange(16.0).view(1, 1, 4, 4)
-    assert resize(x, 2).flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
-    assert resize(x, 4) is x and resize(x, None) is x
-    assert resize(x, 8).shape == (1, 1, 8, 8)
 
 
 def test_evaluate_counts_flops_at_the_input_size(nets):

@@ -1,13 +1,11 @@
-"""In-memory image batches for small classification sets (digits, CIFAR-sized debugging).
-
-Stage functions take any iterable of ``(images_BCHW float, labels_B long)`` batches; this
-module builds such iterables from shard URLs (``frugalcv.sharding.iter_samples``) or
-tensors, reshuffled per epoch and deterministic given (seed, epoch).
+"""In-memory batches for tests and development: the training steps take any iterable of
+``(images_BCHW float, labels_B long)`` batches. Stages never use this module: they stream their
+splits from shards (``kit.stream``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -16,24 +14,10 @@ import torch.nn.functional as F
 from frugalcv.errors import ConfigError
 
 
-def load_split(url: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read every sample of a sharded classification split: (uint8 [N, 3, H, W], long [N])."""
-    from frugalcv.sharding import iter_samples
-
-    images, labels = [], []
-    for sample in iter_samples(url):
-        images.append(np.asarray(sample["image"], dtype=np.uint8))
-        labels.append(int(sample["label"]))
-    if not images:
-        raise ConfigError(f"no samples in {url!r}; is it a sharded split folder with a manifest.json?")
-    images_NHWC = torch.from_numpy(np.stack(images))
-    return images_NHWC.permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.long)
-
-
 def digits_arrays(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn digits exactly as the ``digits`` shard kind encodes them, without shards.
 
-    For development and tests only: stages read shards (``load_split``).
+    For development and tests only: stages stream shards.
     """
     from sklearn.datasets import load_digits
 
@@ -45,27 +29,6 @@ def digits_arrays(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     index = [i for i in range(len(digits.images)) if (i % 5 == 0) == (split == "test")]
     images = np.stack([digit_image(digits.images[i]) for i in index])
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.as_tensor(digits.target[index], dtype=torch.long)
-
-
-def channel_stats(images_uint8: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 [N, C, H, W] images, in [0, 1] units."""
-    x = images_uint8.float().div_(255.0)
-    return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
-
-
-def normalize(images_uint8: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    x = images_uint8.float().div_(255.0)
-    return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
-
-
-def resize(images_BCHW: torch.Tensor, size: int | None) -> torch.Tensor:
-    """Square ``size`` x ``size`` images: area averaging when shrinking, bilinear when growing."""
-    if not size or tuple(images_BCHW.shape[-2:]) == (size, size):
-        return images_BCHW
-    if size < 1:
-        raise ConfigError(f"image_size={size}: must be a positive number of pixels")
-    mode = "area" if size < images_BCHW.shape[-1] else "bilinear"
-    return F.interpolate(images_BCHW.float(), size=(size, size), mode=mode)
 
 
 def random_translate(images_BCHW: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -112,8 +75,3 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self(0)
-
-
-def as_batches(data: Iterable) -> Iterable:
-    """Evaluation helper: a TensorBatches-like callable becomes one pass over epoch 0."""
-    return data(0) if callable(data) else data
