@@ -10,24 +10,25 @@ keys are ``{split}_{index:05d}`` in batch order.
 from __future__ import annotations
 
 import functools
-import io
-import pickle
 from typing import ClassVar
 
 import numpy as np
 
 from frugalcv.errors import FrugalError
 
+from . import safe_pickle
 from ._common import exists, join, png_bytes, read_bytes
 from .base import EncodedSample, Source, register_source, require_file
 
 
 @functools.lru_cache(maxsize=8)
 def _load_pickle(url: str) -> dict:
-    # The CIFAR batches are pickles made by the dataset authors: a trusted input, loaded the way
-    # their page documents. Cached so a worker unpickles each batch once, not once per image.
-    with io.BytesIO(read_bytes(url)) as f:
-        return pickle.load(f, encoding="bytes")
+    # The batches are pickles: read as untrusted input (plain data and numpy arrays only, see
+    # safe_pickle). Cached so a worker unpickles each batch once, not once per image.
+    batch = safe_pickle.load(read_bytes(url), url, encoding="bytes")
+    if not isinstance(batch, dict):
+        raise FrugalError(f"{url}: a CIFAR batch is a dict, this pickle holds a {type(batch).__name__}")
+    return batch
 
 
 class _CifarSource(Source):
