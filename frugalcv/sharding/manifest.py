@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 
 from frugalcv.errors import ShardError
@@ -14,9 +15,15 @@ FORMAT = "frugalcv.shards"
 FORMAT_VERSION = 1
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: the smallest a tar member can be (a 512-byte header and one data block): bounds the samples a
+#: shard of a given size can declare, so a forged count cannot drive a huge allocation
+_MIN_SAMPLE_BYTES = 1024
+
+
 @dataclass(frozen=True)
 class ShardInfo:
-    url: str  # relative to the manifest's folder (or absolute)
+    url: str  # a file name relative to the manifest's folder (never absolute, never outside it)
     samples: int
     bytes: int
     sha256: str
@@ -47,8 +54,7 @@ class Manifest:
         return sum(s.bytes for s in self.shards)
 
     def shard_url(self, i: int) -> str:
-        u = self.shards[i].url
-        return u if "://" in u or u.startswith("/") else storage.join(self.location, u)
+        return storage.join(self.location, self.shards[i].url)
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -75,11 +81,42 @@ class Manifest:
                 f"frugalcv understands ({FORMAT_VERSION}); upgrade frugalcv"
             )
         d.pop("num_samples", None)
+        shards = d.get("shards")
+        if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
+            raise ShardError(f"{storage.redact(where)}: malformed manifest (shards must be a list of objects)")
         try:
-            d["shards"] = [ShardInfo(**s) for s in d["shards"]]
-            return cls(**d, location=location)
+            d["shards"] = [ShardInfo(**s) for s in shards]
+            manifest = cls(**d, location=location)
         except (TypeError, KeyError) as e:
             raise ShardError(f"{storage.redact(where)}: malformed manifest ({e})") from e
+        for i, shard in enumerate(manifest.shards):
+            problem = _shard_problem(shard, sum(s.samples for s in manifest.shards[:i]))
+            if problem:
+                raise ShardError(f"{storage.redact(where)}: shards[{i}].{problem}")
+        return manifest
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _shard_problem(shard: ShardInfo, first: int) -> str | None:
+    """What is wrong with one shard entry (``field: why``), or None: the manifest is untrusted input."""
+    url = shard.url
+    if not isinstance(url, str) or not url or "://" in url or url.startswith(("/", "\\")) or "\\" in url \
+            or any(part in ("", ".", "..") for part in url.split("/")) or any(ord(c) < 32 for c in url):
+        return f"url: {url!r} must be a file name inside the dataset's folder (no scheme, absolute path or '..')"
+    for name in ("samples", "bytes", "first"):
+        if not _count(getattr(shard, name)):
+            return f"{name}: {getattr(shard, name)!r} must be a non-negative integer"
+    if shard.first != first:
+        return f"first: {shard.first} must equal the samples of the shards before it ({first})"
+    if shard.samples * _MIN_SAMPLE_BYTES > shard.bytes:
+        return (f"samples: {shard.samples} cannot fit in a shard of {shard.bytes} bytes "
+                f"(each sample takes at least {_MIN_SAMPLE_BYTES})")
+    if not isinstance(shard.sha256, str) or not _SHA256.fullmatch(shard.sha256):
+        return f"sha256: {shard.sha256!r} must be 64 lower-case hex digits"
+    return None
 
 
 def manifest_location(url: str) -> str:
