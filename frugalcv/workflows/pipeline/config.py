@@ -413,6 +413,12 @@ def validate_stages(cfg: PipelineConfig, where: Where | None = None) -> None:
         problem = info.check_inputs(stage.inputs)
         if problem is not None:
             raise where.error(f"{base}.inputs.{problem[0]}", problem[1])
+        for key, (other, output) in stage.references().items():
+            declared = stage_info(cfg.stage(other).uses).declared_outputs(cfg.stage(other).params)
+            if declared is not None and output not in declared:
+                raise where.error(f"{base}.inputs.{key}", f"{stage.inputs[key]!r}: stage {other!r} "
+                                  f"({cfg.stage(other).uses}) has no output {output!r}"
+                                  f"{suggest(output, declared) or '.'} Its outputs: {', '.join(declared)}")
 
 
 def _read_pipeline_file(path: str | os.PathLike) -> tuple[Any, dict[str, int]]:

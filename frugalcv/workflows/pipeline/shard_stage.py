@@ -54,7 +54,16 @@ def shard_tasks(params: ShardParams) -> int:
     return params.tasks
 
 
-@register_stage("shard", params=ShardParams, array_tasks=shard_tasks)
+def shard_outputs(params: ShardParams) -> list[str]:
+    """One output per split: the ``splits`` asked for, else every split the kind may have."""
+    from frugalcv.sharding.sources import SOURCES
+
+    if params.splits or params.split:
+        return list(params.splits or [params.split])
+    return list(SOURCES[params.kind].splits)
+
+
+@register_stage("shard", params=ShardParams, array_tasks=shard_tasks, outputs=shard_outputs)
 def shard(ctx: StageContext) -> StageResult:
     """Outputs: one URL per split, ``<dst>/<split>``."""
     from frugalcv.sharding import storage, write_shards

@@ -147,8 +147,9 @@ class StageInfo:
     #: input names the stage needs, and those it may take
     inputs: tuple[str, ...] = ()
     optional_inputs: tuple[str, ...] = ()
-    #: output names (documentation and ``--dry-run``); ``None``: decided at run time (one per split)
-    outputs: tuple[str, ...] | None = None
+    #: output names, or ``fn(params) -> names`` when they depend on the params (one per split);
+    #: ``None``: not declared
+    outputs: tuple[str, ...] | Callable[[Any], Iterable[str]] | None = None
     #: ``check(params, input names)``: cross-checks of params and inputs; raises FieldError
     check: Callable[[Any, Iterable[str]], None] | None = None
 
@@ -159,6 +160,12 @@ class StageInfo:
         from frugalcv.workflows.pipeline.schema import build
 
         return build(self.params, dict(data or {}), path)
+
+    def declared_outputs(self, params: Any) -> tuple[str, ...] | None:
+        """The outputs a run with ``params`` will have, when the stage declares them."""
+        if callable(self.outputs):
+            return tuple(self.outputs(self.build_params(params)))
+        return self.outputs
 
     def check_inputs(self, given: Iterable[str]) -> tuple[str, str] | None:
         """(input name, problem) for a missing or unknown input; None when they fit."""
@@ -180,7 +187,7 @@ _INFO: dict[str, StageInfo] = {}
 
 
 def register_stage(name: str, *, params: type | None = None, inputs: Iterable[str] = (),
-                   optional_inputs: Iterable[str] = (), outputs: Iterable[str] | None = None,
+                   optional_inputs: Iterable[str] = (), outputs: Iterable[str] | Callable | None = None,
                    replace: bool = False, array_tasks: Callable[[Any], int] | None = None,
                    check: Callable[[Any, Iterable[str]], None] | None = None):
     """Decorator: register ``fn(ctx) -> StageResult`` under ``name`` (e.g. ``method.pretrain``).
@@ -198,7 +205,7 @@ def register_stage(name: str, *, params: type | None = None, inputs: Iterable[st
             raise ValueError(f"stage {name!r} is registered twice ({_STAGES[name].__module__} and {fn.__module__})")
         _STAGES[name] = fn
         _INFO[name] = StageInfo(name, fn, params, tuple(inputs), tuple(optional_inputs),
-                                None if outputs is None else tuple(outputs), check)
+                                outputs if outputs is None or callable(outputs) else tuple(outputs), check)
         if array_tasks is not None:
             _ARRAY_TASKS[name] = array_tasks
         return fn
