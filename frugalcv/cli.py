@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="frugalcv", description=__doc__)
     p.add_argument("--version", action="version", version=f"frugalcv {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("shard", help="convert a dataset into WebDataset shards + manifest.json")
@@ -145,12 +146,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.fn(args)
-    except FrugalError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        from frugalcv.sharding.storage import redact
+
+        if isinstance(e, FrugalError):
+            print(f"error: {redact(str(e))}", file=sys.stderr)
+            return 2
+        # not an error frugalcv anticipated: one line, the traceback on request
+        text = redact(str(e).strip().splitlines()[0] if str(e).strip() else "")
+        print(f"error: {type(e).__name__}: {text} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
