@@ -52,6 +52,19 @@ def _seed_batch(seed_base: tuple, lo: int) -> None:
     torch.manual_seed(s)
 
 
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Workers leave SIGTERM / SIGUSR2 / SIGINT to the training process.
+
+    Slurm signals every process of a job step at preemption; a worker that died of it would make
+    the training process fail ("DataLoader worker killed") instead of checkpointing at the next
+    step boundary. The training process stops and its loader shuts the workers down.
+    """
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class _EpochStream(IterableDataset):
     """One rank's batches of one epoch; split across DataLoader workers by batch index."""
 
@@ -203,6 +216,7 @@ class ShardLoader:
                     pin_memory=self.pin_memory,
                     # worker seeds from (seed, epoch, rank), not from the global torch RNG
                     generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1009 + self.rank),
+                    worker_init_fn=_ignore_stop_signals,
                 )
             )
         else:

@@ -164,3 +164,40 @@ def test_smoke_runs_cap_steps_and_batches(tmp_path):
     assert trainer.step == 2
     assert all(len(labels) <= kit.SMOKE_BATCH for _, labels in data(0))
     assert len(kit.stream(ctx, url, 4, _to_tensors, train=False)) == 2
+
+
+def _children(pid: int) -> list[int]:
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def test_loader_workers_leave_sigterm_to_the_training_process(tmp_path):
+    """Slurm signals every process of a step; the workers must not die of it mid-epoch."""
+    import os
+    import signal
+
+    write_shards("synthetic-test", "40", str(tmp_path / "data"), split="train", max_shard_samples=5, progress=False)
+    ctx = _ctx(tmp_path, num_workers=2)
+    data = kit.stream(ctx, str(tmp_path / "data" / "train"), 4, _to_tensors)
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: received.append(1))
+    try:
+        batches = 0
+        for _ in data(0):
+            if batches == 1:
+                for pid in _children(os.getpid()):
+                    os.kill(pid, signal.SIGTERM)
+            batches += 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert batches == 10
