@@ -68,12 +68,24 @@ def _ignore_stop_signals(_worker_id: int) -> None:
 class _EpochStream(IterableDataset):
     """One rank's batches of one epoch; split across DataLoader workers by batch index."""
 
-    def __init__(self, urls, firsts, ids, batches, transform, collate, on_error, max_skipped, seed_base=None):
+    def __init__(self, urls, firsts, ids, batches, transform, collate, on_error, max_skipped, seed_base=None,
+                 sample_bytes=None, cache_bytes: int = 32 << 20, window_shards: int = 8):
         self.urls, self.firsts, self.ids, self.batches = urls, firsts, ids, batches
         #: (seed, epoch, start, rank, world): random transforms are reseeded per batch from these
         self.seed_base = seed_base
         self.transform, self.collate = transform, collate
         self.on_error, self.max_skipped = on_error, max_skipped
+        #: mean bytes of a sample in each shard, and the raw bytes a worker may hold ahead of use
+        self.sample_bytes = sample_bytes
+        self.cache_bytes, self.window_shards = cache_bytes, window_shards
+
+    def _chunk(self, s: int) -> int:
+        """How many of its next samples of shard ``s`` a worker reads in one pass over the shard:
+        its share of the cache budget (the window's shards are read interleaved)."""
+        if self.sample_bytes is None:
+            return 1 << 62
+        per_shard = self.cache_bytes // max(1, self.window_shards)
+        return max(1, int(per_shard // max(1.0, self.sample_bytes[s])))
 
     def __iter__(self):
         info = get_worker_info()
@@ -83,11 +95,13 @@ class _EpochStream(IterableDataset):
             return
         needed_ids = np.concatenate([self.ids[slice(*self.batches[b])] for b in mine])
         shard_of = np.searchsorted(self.firsts, needed_ids, side="right") - 1
-        wanted: dict[int, set[int]] = {}
+        # each shard's samples in the order this worker consumes them; read a chunk at a time, so
+        # the members held ahead of use stay within the cache budget however large the window
+        need: dict[int, list[int]] = {}
         for s, gid in zip(shard_of.tolist(), needed_ids.tolist(), strict=True):
-            wanted.setdefault(s, set()).add(gid - int(self.firsts[s]))
+            need.setdefault(s, []).append(gid)
+        taken = dict.fromkeys(need, 0)
         cache: dict[int, tuple[str, dict]] = {}
-        loaded: set[int] = set()
         skipped = 0
         for b in mine:
             lo, hi = self.batches[b]
@@ -97,10 +111,11 @@ class _EpochStream(IterableDataset):
             for gid in self.ids[lo:hi].tolist():
                 if gid not in cache:
                     s = int(np.searchsorted(self.firsts, gid, side="right") - 1)
-                    if s in loaded:
+                    chunk = need[s][taken[s]:taken[s] + self._chunk(s)]
+                    taken[s] += len(chunk)
+                    self._load(s, {g - int(self.firsts[s]) for g in chunk}, cache)
+                    if gid not in cache:
                         raise ShardError(f"{self.urls[s]}: sample {gid - int(self.firsts[s])} is missing from the shard")
-                    self._load(s, wanted[s], cache)
-                    loaded.add(s)
                 key, fields, url = cache.pop(gid)
                 try:
                     sample = decode_sample(key, fields, url)
@@ -116,17 +131,21 @@ class _EpochStream(IterableDataset):
             yield hi, (self.collate(samples) if samples else None)
 
     def _load(self, s: int, wanted: set[int], cache: dict) -> None:
+        """Read the ``wanted`` samples (indices within the shard) of shard ``s`` into ``cache``;
+        stops at the last one, seeking past the members of other samples."""
         url = self.urls[s]
         shown = storage.redact(url)
         try:
             f = storage.open_read(url)
         except FileNotFoundError:
             raise ShardError(f"{shown}: shard listed in the manifest is missing") from None
-        first = int(self.firsts[s])
+        first, last = int(self.firsts[s]), max(wanted)
         with f:
             for idx, key, fields in iter_samples_raw(f, shown, wanted):
                 if fields is not None:
                     cache[first + idx] = (key, fields, shown)
+                if idx >= last:
+                    break
 
 
 class ShardLoader:
@@ -139,7 +158,10 @@ class ShardLoader:
         num_workers: DataLoader worker processes (0 = in this process).
         seed, epoch: the order depends only on these (and the dataset).
         transform: sample dict -> sample dict (runs in the workers).
-        window_shards: shards shuffled together (more = better mixing, more memory).
+        window_shards: shards shuffled together (more = better mixing).
+        cache_mb: raw sample bytes a worker reads ahead of use (per worker): a window larger than
+            this is read in several passes over its shards, so memory does not grow with the
+            dataset; raise it on object stores, where each pass is another ranged read.
     """
 
     def __init__(
@@ -157,6 +179,7 @@ class ShardLoader:
         collate: Callable[[list], object] = default_collate,
         drop_last: bool = False,
         window_shards: int = 8,
+        cache_mb: float = 32,
         on_error: str = "raise",
         max_skipped: int = 100,
         prefetch_factor: int = 4,
@@ -173,10 +196,14 @@ class ShardLoader:
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.shuffle, self.transform, self.collate, self.drop_last = shuffle, transform, collate, drop_last
         self.window_shards, self.on_error, self.max_skipped = window_shards, on_error, max_skipped
+        if cache_mb <= 0:
+            raise FrugalError(f"cache_mb must be > 0, got {cache_mb}")
+        self.cache_bytes = int(cache_mb * (1 << 20))
         self.prefetch_factor, self.pin_memory = prefetch_factor, pin_memory
         self._urls = [self.manifest.shard_url(i) for i in range(len(self.manifest.shards))]
         self._sizes = [s.samples for s in self.manifest.shards]
         self._firsts = np.asarray([s.first for s in self.manifest.shards], dtype=np.int64)
+        self._sample_bytes = [s.bytes / max(1, s.samples) for s in self.manifest.shards]
         self.epoch, self.position = epoch, 0
 
     @property
@@ -205,6 +232,7 @@ class ShardLoader:
         stream = _EpochStream(
             self._urls, self._firsts, ids, batches, self.transform, self.collate, self.on_error, self.max_skipped,
             seed_base=(self.seed, self.epoch, start, self.rank, self.world_size),
+            sample_bytes=self._sample_bytes, cache_bytes=self.cache_bytes, window_shards=self.window_shards,
         )
         if self.num_workers > 0:
             it = iter(

@@ -146,3 +146,21 @@ def test_random_transforms_resume_exactly(dataset):
     head, state = run(steps=3, workers=1)
     tail, _ = run(state=state, workers=2)
     assert head + tail == full
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_small_cache_reads_the_window_in_passes_with_the_same_batches(dataset, workers, monkeypatch):
+    """Members held ahead of use stay within cache_mb: the window is read in several passes."""
+    from frugalcv.sharding import loader as loader_module
+
+    opened = []
+    real_open = loader_module.storage.open_read
+    monkeypatch.setattr(loader_module.storage, "open_read", lambda url: opened.append(url) or real_open(url))
+    big = [_keys(b) for b in ShardLoader(dataset, 4, num_workers=0, seed=3)]
+    opens_big = len(opened)
+    tiny = ShardLoader(dataset, 4, num_workers=workers, seed=3, cache_mb=1e-6)  # one sample a pass
+    assert [_keys(b) for b in tiny] == big
+    if workers == 0:
+        assert opens_big == 9 and len(opened) - opens_big == N  # every shard once, then every sample alone
+    with pytest.raises(FrugalError, match="cache_mb must be > 0"):
+        ShardLoader(dataset, 4, cache_mb=0)

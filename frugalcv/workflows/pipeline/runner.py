@@ -435,6 +435,7 @@ def load_run(run_id: str, root: str) -> tuple[str, PipelineConfig, dict]:
 def resume_run(run_id: str, root: str, executor: str | None = None, *, printer=print) -> str:
     """Continue a run: done stages stay, the interrupted/failed one resumes from its checkpoint."""
     rid, cfg, meta = load_run(run_id, root)
+    validate_stages(cfg)  # the stored config against the stages as they are registered now
     printer(f"pipeline {cfg.name} run {rid} resumed")
     return _execute(cfg, rid, executor, bool(meta.get("track", True)), printer)
 
