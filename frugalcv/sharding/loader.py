@@ -179,7 +179,7 @@ class ShardLoader:
         collate: Callable[[list], object] = default_collate,
         drop_last: bool = False,
         window_shards: int = 8,
-        cache_mb: float = 32,
+        cache_mb: float = 16,
         on_error: str = "raise",
         max_skipped: int = 100,
         prefetch_factor: int = 4,
