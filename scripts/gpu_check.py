@@ -133,7 +133,8 @@ def resume_matches(root: Path, small: bool) -> None:
 def overhead(small: bool) -> None:
     """The pretrain stage's training images/s (streaming, the kit) against a bare loop on the same data."""
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "stage_streaming.py"), "--device",
-                          "cuda" if torch.cuda.is_available() else "cpu", "--skip-rss", *(["--quick"] if small else [])],
+                          "cuda" if torch.cuda.is_available() else "cpu", "--skip-rss",
+                          *(["--images", "256", "--rounds", "1", "--debug"] if small else [])],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"gpu-check FAILED: benchmarks/stage_streaming.py: {out.stderr[-2000:]}")
