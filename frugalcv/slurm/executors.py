@@ -86,7 +86,7 @@ class InlineExecutor(_Sequential):
 
         log_path = spec["log_path"]
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        with open(log_path, "a") as log, redirect_stdout(_Tee(sys.stdout, log)):
+        with open(log_path, "a", buffering=1) as log, redirect_stdout(_Tee(sys.stdout, log)):
             try:
                 return run_spec(spec, printer=print)
             except FrugalError:

@@ -11,6 +11,7 @@ resumable pickle (``StageJob.checkpoint``) and runs ``scontrol requeue``.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -30,7 +31,10 @@ class Preempted(Exception):  # noqa: N818  (a signal to the caller, not an error
 def _rank() -> int:
     import torch.distributed as dist
 
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    # run_spec has destroyed the process group by the time StageJob sees Preempted
+    return int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")))
 
 
 def _submitit_handler(handler: Any):

@@ -68,7 +68,8 @@ def test_demo_inline_prints_a_table_and_a_second_run_is_all_cached(tmp_path, cap
 # ------------------------------------------------------------------------------------ Slurm
 
 
-def two_node(root, kind, checkpoint_every=5, deepspeed=False, epochs=1, num_workers=2):
+def two_node(root, kind, checkpoint_every=5, deepspeed=False, epochs=1, num_workers=2, log_every=20):
+    """Shard the digits, then pretrain the debug ResNet on 2 nodes (ranks) with the streaming loader."""
     engine = {"engine": "deepspeed", "deepspeed": {"zero_stage": 2}} if deepspeed else {}
     return pipeline_from_dict({
         "name": "two-node", "storage": {"root": str(root)},
@@ -79,7 +80,7 @@ def two_node(root, kind, checkpoint_every=5, deepspeed=False, epochs=1, num_work
              "checkpoint_every": checkpoint_every, "num_workers": num_workers,
              "inputs": {"train": "${stages.digits.outputs.train}", "val": "${stages.digits.outputs.test}"},
              "params": {"model": "cifar_resnet32", "debug": True, "epochs": epochs, "batch_size": 64,
-                        "warmup_epochs": 0, "seed": 0, "drop_path": 0.2}},
+                        "warmup_epochs": 0, "seed": 0, "drop_path": 0.2, "log_every": log_every}},
         ],
     })
 
@@ -128,22 +129,26 @@ def test_preempted_stage_requeues_and_ends_with_the_same_sha256(slurm_cluster, t
     thread = threading.Thread(target=drive)
     thread.start()
     deadline = time.monotonic() + 300
-    job = None
+    job = first = None
     while time.monotonic() < deadline and thread.is_alive():
         runs = list((tmp_path / "runs").glob("*/stages/pretrain/checkpoints/step-*.pt"))
-        if runs:
-            rid = runs[0].parts[-5]
+        if runs:  # the first cadence checkpoint (step 5): training runs, the ControlHook owns USR2
+            rid, first = runs[0].parts[-5], int(runs[0].stem.split("-")[1])
             job = runner.status(rid, str(tmp_path))["stages"][1]["slurm_job_ids"][0]
             subprocess.run(["scancel", "--signal=USR2", job], check=True)
             break
         time.sleep(0.2)
     thread.join(600)
+    assert not thread.is_alive(), "the pipeline did not end within 600s of the USR2"
     assert "error" not in result, result.get("error")
     assert job is not None, "no checkpoint appeared before the stage ended"
     st = runner.status(result["rid"], str(tmp_path))
-    assert st["stages"][1]["state"] == "finished"
+    # requeued by submitit (the same job id), not failed and resubmitted
+    assert st["stages"][1]["state"] == "finished" and st["stages"][1]["slurm_job_ids"] == [job]
     log = (tmp_path / "runs" / result["rid"] / "slurm" / job / f"{job}_0_log.out").read_text()
-    assert "resumed from" in log, log[-2000:]
+    assert f"Requeued job {job}" in log, log[-2000:]
+    resumed = re.search(r"resumed from \S+step-(\d+)\.pt \(step (\d+), epoch 0\)", log)
+    assert resumed and int(resumed.group(1)) == int(resumed.group(2)) >= first, log[-2000:]
     assert sha(tmp_path, result["rid"]) == local_two_rank_sha
 
 

@@ -162,17 +162,24 @@ class Trainer:
         if length is not None and not hasattr(self.data, "state_dict"):
             length -= self.step_in_epoch
         finished = True
-        for taken, batch in enumerate(batches, start=1):
-            self._call("before_step")
-            self.run_step(batch)
-            self.step += 1
-            self.step_in_epoch += 1
-            self._call("after_step")
-            if length is not None and taken >= length:
-                break
-            if self.max_steps is not None and self.step >= self.max_steps:
-                finished = False
-                break
+        try:
+            for taken, batch in enumerate(batches, start=1):
+                self._call("before_step")
+                self.run_step(batch)
+                self.step += 1
+                self.step_in_epoch += 1
+                self._call("after_step")
+                if length is not None and taken >= length:
+                    break
+                if self.max_steps is not None and self.step >= self.max_steps:
+                    finished = False
+                    break
+        finally:
+            # an epoch's generator left early (an exception, Preempted, max_steps) ends now, and its
+            # loader workers with it, rather than whenever a traceback that holds it lets go
+            close = getattr(batches, "close", None) if batches is not self.data else None
+            if close is not None:
+                close()
         if finished:
             if self.step_in_epoch == 0:
                 raise ConfigError("Trainer: data yielded no batches for an epoch")
