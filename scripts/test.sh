@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/system-deps.sh
 .venv/bin/ruff check frugalcv tests benchmarks
-exec .venv/bin/python -m pytest tests "$@"
+exec .venv/bin/python -m pytest tests -m "not acceptance" "$@"

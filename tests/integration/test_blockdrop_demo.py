@@ -10,7 +10,7 @@ import pytest
 from frugalcv.cli import main
 from frugalcv.workflows.pipeline import runner
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.acceptance, pytest.mark.timeout(2400)]
 
 DEMO = str(Path(__file__).resolve().parents[2] / "pipelines" / "blockdrop-demo.yaml")
 
