@@ -12,8 +12,11 @@ Structural damage (a truncated shard, a bad header) always raises.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
+import weakref
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -50,6 +53,20 @@ def _seed_batch(seed_base: tuple, lo: int) -> None:
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
+
+
+#: the worker-backed iterators still open; shut down before multiprocessing's own exit handler,
+#: which would otherwise SIGTERM the workers (which ignore it, see below) and wait for them
+_LIVE_ITERATORS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _shutdown_live_workers() -> None:
+    for it in list(_LIVE_ITERATORS):
+        with contextlib.suppress(Exception):
+            it._shutdown_workers()
+
+
+atexit.register(_shutdown_live_workers)  # after multiprocessing's, so it runs before it
 
 
 def _ignore_stop_signals(_worker_id: int) -> None:
@@ -247,6 +264,7 @@ class ShardLoader:
                     worker_init_fn=_ignore_stop_signals,
                 )
             )
+            _LIVE_ITERATORS.add(it)
         else:
             it = iter(stream)
         for consumed, batch in it:

@@ -164,3 +164,22 @@ def test_a_small_cache_reads_the_window_in_passes_with_the_same_batches(dataset,
         assert opens_big == 9 and len(opened) - opens_big == N  # every shard once, then every sample alone
     with pytest.raises(FrugalError, match="cache_mb must be > 0"):
         ShardLoader(dataset, 4, cache_mb=0)
+
+
+def test_a_process_exits_with_a_worker_loader_left_open(tmp_path):
+    """Workers ignore SIGTERM (Slurm's is for the training process); at exit the loader shuts them
+    down itself, so multiprocessing's exit handler does not wait for them for ever."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "left_open.py"
+    script.write_text(
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
+        "from synthetic import synthetic_image  # noqa\n"
+        "from frugalcv.sharding import ShardLoader, write_shards\n"
+        f"write_shards('synthetic-test', '20', {str(tmp_path)!r}, split='train', max_shard_samples=5, progress=False)\n"
+        f"it = iter(ShardLoader({str(tmp_path / 'train')!r}, 4, num_workers=2))\n"
+        "next(it)\n")
+    done = subprocess.run([sys.executable, str(script)], timeout=60, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
