@@ -78,8 +78,11 @@ def _ignore_stop_signals(_worker_id: int) -> None:
     """
     import signal
 
-    for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
+    for sig in (signal.SIGUSR2, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
+    # a SIGTERM: keep serving while the training process reaches its step boundary, but leave
+    # within a grace period (SIGALRM ends the worker), so no one waits for a worker for ever
+    signal.signal(signal.SIGTERM, lambda *_: signal.alarm(30))
 
 
 class _EpochStream(IterableDataset):
