@@ -32,7 +32,7 @@ def _test_images(test: str, images: int, prep: Preprocess) -> tuple[torch.Tensor
     """The first ``images`` test images, preprocessed as the checkpoint's evaluation does."""
     from frugalcv.sharding import iter_samples
 
-    transform = prep.transform(train=False)
+    transform, batch_transform = prep.transforms(train=False)
     if test == "digits":
         x_NCHW, y = digits_arrays("test")
         samples = ({"image": x.permute(1, 2, 0).numpy(), "label": int(label)} for x, label in zip(x_NCHW, y, strict=True))
@@ -41,7 +41,7 @@ def _test_images(test: str, images: int, prep: Preprocess) -> tuple[torch.Tensor
     pairs = [transform(s) for _, s in zip(range(images), samples, strict=False)]
     if len(pairs) < images:
         raise SystemExit(f"{test}: {len(pairs)} images, fewer than --images {images}")
-    return torch.stack([x for x, _ in pairs]), torch.tensor([label for _, label in pairs])
+    return batch_transform((torch.stack([x for x, _ in pairs]), torch.tensor([label for _, label in pairs])))
 
 
 def policy_masks(checkpoint: str, test: str, images: int) -> dict:

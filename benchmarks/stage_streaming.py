@@ -11,8 +11,9 @@ random pixels, ``--jpeg-size`` / ``--rss-jpeg-size`` pixels square) and shard th
    ``lr_schedule`` and ``ClassificationTask``, composed as ``blockdrop.pretrain`` composes them:
 
    - streaming: ``kit.fit`` on a hand-built ``StageContext`` (``num_workers=--workers``, CPU,
-     no checkpoints) over ``kit.stream(ctx, train, batch, Preprocess(...).transform(train=True,
-     translate=2))``: the stage's loader, decoding and augmenting in worker processes, and its hooks;
+     no checkpoints) over ``kit.stream(ctx, train, batch, *Preprocess(...).transforms(train=True,
+     translate=2))``: the stage's loader (decoding and resizing in worker processes, augmenting
+     each batch on the device) and its hooks;
    - memory: ``Trainer`` with the same task, update and LR-schedule hook over a list of the very
      same batches, decoded and transformed up front (the same stream read once without workers).
 
@@ -129,10 +130,11 @@ def throughput(args, root: Path) -> dict:
     ctx = stage_context(root / "stage", p, urls, args.workers, args.device)
     prep = Preprocess(p.augment, p.image_size)
     prep.mean, prep.std = (list(v) for v in KNOWN_STATS["cifar10"])  # fixed: no statistics pass to time
-    transform = prep.transform(train=True, translate=p.translate, hflip=p.hflip)
-    data = kit.stream(ctx, ctx.input("train"), p.batch_size, transform)
+    transform, batch_transform = prep.transforms(train=True, translate=p.translate, hflip=p.hflip)
+    data = kit.stream(ctx, ctx.input("train"), p.batch_size, transform, batch_transform=batch_transform)
     # the same stream read once in this process: the same batches, decoded and augmented up front
-    batches = list(kit.stream(stage_context(root / "stage", p, urls, 0), urls["train"], p.batch_size, transform)(0))
+    batches = list(kit.stream(stage_context(root / "stage", p, urls, 0), urls["train"], p.batch_size, transform,
+                              batch_transform=batch_transform)(0))
     batches = [kit.to_device(b, ctx.device) for b in batches]
     steps = len(batches)
 

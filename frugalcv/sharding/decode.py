@@ -17,7 +17,54 @@ from frugalcv.errors import ShardError
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 
 
+#: JPEG start-of-frame markers (they carry the image's height and width)
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's frame header, or None when the markers do not parse."""
+    i, n = 2, len(data)
+    while i + 9 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _SOF:
+            return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray | None:
+    """A JPEG decoded by torchvision's libjpeg-turbo (cheaper per image than PIL), as an HxWx3 view;
+    None where the header does not parse, the image is larger than PIL's decompression-bomb limit
+    or torchvision fails: PIL then decodes it (and names what is wrong)."""
+    size = jpeg_size(data)
+    limit = Image.MAX_IMAGE_PIXELS
+    if size is None or 0 in size or (limit is not None and size[0] * size[1] > limit):
+        return None
+    try:
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:
+        return None
+    try:
+        chw = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError):
+        return None
+    return chw.permute(1, 2, 0).numpy()
+
+
 def decode_image(data: bytes) -> np.ndarray:
+    if data[:2] == b"\xff\xd8":
+        image = _decode_jpeg(data)
+        if image is not None:
+            return image
     with Image.open(io.BytesIO(data)) as img:
         if img.mode != "RGB":
             img = img.convert("RGB")

@@ -119,26 +119,52 @@ def _net():
                                torch.nn.Dropout(0.2), torch.nn.Linear(4 * 6 * 6, 7))
 
 
-def _train(ctx, url) -> str:
+def _batch_noise(batch, generator):
+    """A random per-batch "augmentation" drawn from the stream's generator."""
+    images, labels = batch
+    return images + 0.01 * torch.randn(images.shape, generator=generator), labels
+
+
+def _train(ctx, url, batch_transform=None) -> str:
     net = kit.place(ctx, _net())
     model, update = kit.distribute(ctx, net, torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9))
-    data = kit.stream(ctx, url, 6, _to_tensors)
+    data = kit.stream(ctx, url, 6, _to_tensors, batch_transform=batch_transform)
     kit.fit(ctx, _Conv(model), update, data, epochs=2, state=net)
     return hashlib.sha256(b"".join(t.numpy().tobytes() for t in net.state_dict().values())).hexdigest()
 
 
-def test_stream_stop_mid_epoch_and_resume_gives_the_same_weights(tmp_path):
+@pytest.mark.parametrize("batch_transform", [None, _batch_noise], ids=["per-sample", "per-batch"])
+def test_stream_stop_mid_epoch_and_resume_gives_the_same_weights(tmp_path, batch_transform):
     url = str(tmp_path / "data" / "train")
     write_shards("synthetic-test", "40", str(tmp_path / "data"), split="train", max_shard_samples=7, progress=False)
-    plain = _train(_ctx(tmp_path / "a"), url)
+    plain = _train(_ctx(tmp_path / "a"), url, batch_transform)
 
     stops = iter([False] * 4 + [True])  # a stop request after step 5, mid-epoch (6 steps an epoch)
     ctx = _ctx(tmp_path / "b", should_stop=lambda: next(stops, False))
     with pytest.raises(kit.StageInterrupted, match="step 5"):
-        _train(ctx, url)
+        _train(ctx, url, batch_transform)
     assert [s for s, _ in list_checkpoints(ctx.checkpoint_dir)] == [5]
-    resumed = _train(_ctx(tmp_path / "b"), url)
+    resumed = _train(_ctx(tmp_path / "b"), url, batch_transform)
     assert resumed == plain
+    if batch_transform is not None:  # the draws matter: another seed trains other weights
+        assert _train(_ctx(tmp_path / "c", params={"seed": 4}), url, batch_transform) != plain
+
+
+def test_batch_transforms_get_a_generator_per_batch_position_and_rank(tmp_path):
+    write_shards("synthetic-test", "40", str(tmp_path / "data"), split="train", progress=False)
+    url = str(tmp_path / "data" / "train")
+
+    def first_draws(rank):
+        seen = []
+        data = kit.stream(_ctx(tmp_path, rank=rank, world_size=2, num_workers=0), url, 8,
+                          _to_tensors, batch_transform=lambda b, g: seen.append(torch.rand(1, generator=g).item()) or b)
+        for _ in data(0):
+            pass
+        return seen
+
+    rank0 = first_draws(0)
+    assert len(set(rank0)) == len(rank0) == 5 and rank0 == first_draws(0)
+    assert not set(rank0) & set(first_draws(1))
 
 
 def test_stream_gives_each_rank_its_share_of_the_global_batch(tmp_path):

@@ -49,7 +49,9 @@ def _preprocess(ctx: kit.StageContext, p: PretrainConfig) -> Preprocess:
         prep.mean, prep.std = (list(v) for v in KNOWN_STATS[p.normalize])
         return prep
     split = "train" if "train" in ctx.inputs else "val"
-    batches = kit.stream(ctx, ctx.input(split), p.eval_batch_size, prep.stats_transform(), train=False)
+    transform, batch_transform = prep.stats_transforms()
+    batches = kit.stream(ctx, ctx.input(split), p.eval_batch_size, transform, batch_transform=batch_transform,
+                         train=False)
     limit = max(1, math.ceil(p.stats_samples / p.eval_batch_size))
     prep.mean, prep.std = dataset_stats(b for _, b in zip(range(limit), batches, strict=False))
     return prep
@@ -80,7 +82,14 @@ def _read_model_file(ctx: kit.StageContext, name: str = "checkpoint", *, needs_p
 
 
 def _eval_stream(ctx: kit.StageContext, split: str, prep: Preprocess, batch_size: int):
-    return kit.stream(ctx, ctx.input(split), batch_size, prep.transform(train=False), train=False)
+    transform, batch_transform = prep.transforms(train=False)
+    return kit.stream(ctx, ctx.input(split), batch_size, transform, batch_transform=batch_transform, train=False)
+
+
+def _train_stream(ctx: kit.StageContext, prep: Preprocess, p) -> kit.TrainStream:
+    """The ``train`` split with the stage's augmentation (``translate``, ``hflip``), on ``ctx.device``."""
+    transform, batch_transform = prep.transforms(train=True, translate=p.translate, hflip=p.hflip)
+    return kit.stream(ctx, ctx.input("train"), p.batch_size, transform, batch_transform=batch_transform)
 
 
 def _policy_metrics(ctx, resnet, policy, prep: Preprocess, batch_size: int, seed: int) -> dict[str, float]:
@@ -117,8 +126,7 @@ def pretrain_stage(ctx: kit.StageContext) -> kit.StageResult:
     prep = _preprocess(ctx, p)
     resnet = kit.place(ctx, resnet)
     if p.epochs > 0:
-        data = kit.stream(ctx, ctx.input("train"), p.batch_size,
-                          prep.transform(train=True, translate=p.translate, hflip=p.hflip))
+        data = _train_stream(ctx, prep, p)
         optimizer = pretrain_optimizer(resnet, p)
         model, update = kit.distribute(ctx, resnet, optimizer, batch_size=p.batch_size)
         schedule = lr_schedule(optimizer, p, data.steps_per_epoch)
@@ -150,8 +158,7 @@ def curriculum_stage(ctx: kit.StageContext) -> kit.StageResult:
         kit.load_pretrained(policy, p.policy_weights, allow_missing=("logit.",), allow_unexpected=True)
     policy = kit.place(ctx, policy)
     model, update = kit.distribute(ctx, policy, curriculum_optimizer(policy, p), batch_size=p.batch_size)
-    data = kit.stream(ctx, ctx.input("train"), p.batch_size,
-                      prep.transform(train=True, translate=p.translate, hflip=p.hflip))
+    data = _train_stream(ctx, prep, p)
     task = CurriculumTask(resnet, model, p)
     kit.seed(ctx, 1, per_rank=True)  # policy samples differ per rank
     trainer = kit.fit(ctx, task, update, data, epochs=p.epochs, state=policy,
@@ -178,8 +185,7 @@ def finetune_stage(ctx: kit.StageContext) -> kit.StageResult:
     nets, update = kit.distribute(ctx, {"resnet": resnet, "policy": policy},
                                   finetune_optimizer(resnet, policy, p), find_unused={"resnet": True},
                                   batch_size=p.batch_size)
-    data = kit.stream(ctx, ctx.input("train"), p.batch_size,
-                      prep.transform(train=True, translate=p.translate, hflip=p.hflip))
+    data = _train_stream(ctx, prep, p)
     both = nn.ModuleDict({"resnet": resnet, "policy": policy})  # what the resumable checkpoint holds
     kit.seed(ctx, 1, per_rank=True)
     trainer = kit.fit(ctx, FinetuneTask(nets["resnet"], nets["policy"], p), update, data, epochs=p.epochs,

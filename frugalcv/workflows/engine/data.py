@@ -1,9 +1,15 @@
 """A stage's data: shard splits streamed through ``ShardLoader``, never held whole in memory.
 
 Training streams give this rank its share of every global batch (``batch_size`` is global), in
-an order that depends on (seed, epoch) only, decoded and augmented in worker processes; the
-loader's cursor goes into every checkpoint. Evaluation streams read a split once, in order,
-on the calling rank. A smoke run caps batches at ``SMOKE_BATCH`` samples.
+an order that depends on (seed, epoch) only, decoded and transformed per sample in worker
+processes; the loader's cursor goes into every checkpoint. Evaluation streams read a split
+once, in order, on the calling rank. A smoke run caps batches at ``SMOKE_BATCH`` samples.
+
+With a ``batch_transform``, a stream yields its batches on the stage's device, each passed
+through ``batch_transform(batch, generator)``: whole-batch work (augmentation, normalisation)
+that is cheap on the device and would cost the workers per sample. ``generator`` is a CPU
+``torch.Generator`` seeded from (seed, epoch, the batch's position in the epoch, rank), so a
+resumed stream draws what the uninterrupted one drew.
 """
 
 from __future__ import annotations
@@ -11,16 +17,50 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 
+import numpy as np
+import torch
+
 from frugalcv.errors import ConfigError
 from frugalcv.sharding import ShardLoader
 from frugalcv.workflows.engine.checkpoint import LoaderEpochs
+from frugalcv.workflows.engine.device import to_device
+
+#: ``(batch, generator) -> batch``, run on the stage's device
+BatchTransform = Callable[[object, torch.Generator], object]
 
 #: per-rank batch size cap in a smoke run
 SMOKE_BATCH = 8
 
 
+def batch_generator(loader: ShardLoader, position: int) -> torch.Generator:
+    """A CPU generator for the batch at global ``position`` of ``loader``'s epoch on its rank."""
+    words = [int(loader.seed), int(loader.epoch), int(position), int(loader.rank), 0xBA7]
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(words).generate_state(1)[0]))
+
+
+def on_device(loader: ShardLoader, batches: Iterator, transform: BatchTransform, device) -> Iterator:
+    """``batches`` moved to ``device`` and passed through ``transform`` with each batch's generator."""
+    while True:
+        position = loader.position  # the cursor before the batch: where the batch starts
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        yield transform(to_device(batch, device), batch_generator(loader, position))
+
+
 class TrainStream(LoaderEpochs):
     """Trainer data over a ``ShardLoader``: ``epoch -> batches``, resumable from the cursor."""
+
+    def __init__(self, loader: ShardLoader, batch_transform: BatchTransform | None = None, device="cpu"):
+        super().__init__(loader)
+        self.batch_transform, self.device = batch_transform, device
+
+    def __call__(self, epoch: int) -> Iterator:
+        batches = super().__call__(epoch)
+        if self.batch_transform is None:
+            return batches
+        return on_device(self.loader, batches, self.batch_transform, self.device)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -36,14 +76,20 @@ class TrainStream(LoaderEpochs):
 class EvalStream:
     """One in-order pass over a split each time it is iterated (``limit`` batches at most)."""
 
-    def __init__(self, loader: ShardLoader, limit: int | None = None):
+    def __init__(self, loader: ShardLoader, limit: int | None = None, batch_transform: BatchTransform | None = None,
+                 device="cpu"):
         self.loader, self.limit = loader, limit
+        self.batch_transform, self.device = batch_transform, device
 
     def __iter__(self) -> Iterator:
         self.loader.set_epoch(0)
         self.loader.position = 0
         batches = iter(self.loader)
-        return itertools.islice(batches, self.limit) if self.limit else batches
+        if self.limit:
+            batches = itertools.islice(batches, self.limit)
+        if self.batch_transform is not None:
+            batches = on_device(self.loader, batches, self.batch_transform, self.device)
+        return batches
 
     def __len__(self) -> int:
         n = len(self.loader)
@@ -51,9 +97,11 @@ class EvalStream:
 
 
 def stream(ctx, url: str, batch_size: int, transform: Callable[[dict], object] | None, *,
-           train: bool = True, seed_offset: int = 0) -> TrainStream | EvalStream:
+           batch_transform: BatchTransform | None = None, train: bool = True,
+           seed_offset: int = 0) -> TrainStream | EvalStream:
     """This rank's stream of ``url`` (a shard split): training (shuffled, this rank's share of each
-    global batch of ``batch_size``) or evaluation (in order, every sample, on this rank)."""
+    global batch of ``batch_size``) or evaluation (in order, every sample, on this rank).
+    ``transform`` runs per sample in the workers, ``batch_transform`` per batch on ``ctx.device``."""
     if batch_size < 1:
         raise ConfigError(f"stages.{ctx.stage}.params.batch_size={batch_size}: must be >= 1")
     world = ctx.world_size if train else 1
@@ -67,7 +115,7 @@ def stream(ctx, url: str, batch_size: int, transform: Callable[[dict], object] |
                          num_workers=ctx.num_workers, seed=int(ctx.param("seed", 0)) + seed_offset, shuffle=train,
                          transform=transform, pin_memory=str(ctx.device).startswith("cuda"))
     if not train:
-        return EvalStream(loader, ctx.smoke_steps)
+        return EvalStream(loader, ctx.smoke_steps, batch_transform, ctx.device)
     # full batches only (BatchNorm and equal steps), unless a rank's share is smaller than one
     loader.drop_last = loader.samples_per_rank() >= per_rank
-    return TrainStream(loader)
+    return TrainStream(loader, batch_transform, ctx.device)
