@@ -106,7 +106,7 @@ def test_statistics_transforms_leave_images_unnormalised():
     prep = Preprocess("crop", mean=[0.5] * 3, std=[0.25] * 3)
     per_sample, per_batch = prep.stats_transforms()
     x, _ = per_batch(batch_of(per_sample, [sample(8, 8)]), torch.Generator())
-    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
 
 
 def test_unknown_recipe_is_refused():
