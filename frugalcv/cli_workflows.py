@@ -48,7 +48,12 @@ def _root(args) -> str:
 
 
 def _dry_run(cfg) -> None:
-    from frugalcv.workflows.pipeline.plan import check_executor_storage, render_plan, render_sbatch, run_folder
+    from frugalcv.workflows.pipeline.plan import (
+        check_executor_storage,
+        render_plan,
+        render_sbatch,
+        run_folder,
+    )
     from frugalcv.workflows.pipeline.redact import redact
 
     check_executor_storage(cfg, cfg.executor.kind)
@@ -90,15 +95,14 @@ def _dry_run_sweep_slurm(configs) -> None:
     """Each value's plan, then the sbatch scripts once: a stage that differs between values as one job array."""
     from frugalcv.workflows.pipeline.plan import (
         array_tasks,
+        check_executor_storage,
         render_plan,
         render_sbatch,
         run_folder,
         sbatch_parameters,
     )
-    from frugalcv.workflows.pipeline.sweep import sweep_stages
-
-    from frugalcv.workflows.pipeline.plan import check_executor_storage
     from frugalcv.workflows.pipeline.redact import redact
+    from frugalcv.workflows.pipeline.sweep import sweep_stages
 
     for combo, cfg in configs:
         check_executor_storage(cfg, "slurm")
@@ -171,9 +175,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from frugalcv.workflows.pipeline.runner import results_table, status
-
     from frugalcv.workflows.pipeline.redact import scrub
+    from frugalcv.workflows.pipeline.runner import results_table, status
 
     st = scrub(status(args.run, _root(args)))
     if args.json:

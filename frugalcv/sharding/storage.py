@@ -13,18 +13,15 @@ every URL and message shown, logged, tracked or written goes through.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import re
 import time
 import uuid
-from collections.abc import Callable
-from typing import TypeVar
-
-import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import fsspec

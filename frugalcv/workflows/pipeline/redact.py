@@ -35,18 +35,27 @@ def register_tracking_uri(uri: str) -> str:
 
 def live_tracking_uri(uri: str) -> str:
     """The URI to connect with: a stored ``scheme://***@host`` URI with the credentials given to this
-    process (the pipeline file, ``--uri``, or a parent process) put back."""
-    if uri in _LIVE:
-        return _LIVE[uri]
-    try:
-        inherited = json.loads(os.environ.get(TRACKING_URIS_ENV) or "{}")
-    except json.JSONDecodeError:
-        inherited = {}
-    live = inherited.get(uri) if isinstance(inherited, dict) else None
-    if isinstance(live, str):
+    process (the pipeline file, ``--uri``, or a parent process) put back. For http(s) they go to
+    MLflow's ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` instead and the URI returned has none, so
+    that no URL MLflow prints ("View run at ...") carries them."""
+    live = _LIVE.get(uri)
+    if live is None:
+        try:
+            inherited = json.loads(os.environ.get(TRACKING_URIS_ENV) or "{}")
+        except json.JSONDecodeError:
+            inherited = {}
+        live = inherited.get(uri) if isinstance(inherited, dict) else None
+        if not isinstance(live, str):
+            return uri
         register_tracking_uri(live)
-        return live
-    return uri
+    if live.startswith(("http://", "https://")):
+        clean, user, password = split_userinfo(live)
+        if user is not None:
+            os.environ["MLFLOW_TRACKING_USERNAME"] = user
+            if password is not None:
+                os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+            return clean
+    return live
 
 
 def scrub(obj: Any) -> Any:

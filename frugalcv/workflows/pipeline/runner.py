@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from frugalcv.errors import ConfigError, FrugalError
+from frugalcv.sharding import storage
 from frugalcv.slurm.executors import InlineExecutor, StageFailed, make_stage_executor
 from frugalcv.workflows.pipeline import lineage as L
 from frugalcv.workflows.pipeline.config import (
@@ -53,7 +54,6 @@ from frugalcv.workflows.pipeline.config import (
     validate_stages,
 )
 from frugalcv.workflows.pipeline.entry import STOP_FILE
-from frugalcv.sharding import storage
 from frugalcv.workflows.pipeline.plan import check_executor_storage, run_folder, sbatch_parameters
 from frugalcv.workflows.pipeline.redact import redact, scrub
 from frugalcv.workflows.pipeline.schema import to_plain
