@@ -144,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    from frugalcv.workflows.pipeline.redact import RedactingFilter
+
+    for handler in logging.getLogger().handlers:  # every log line this process prints is redacted
+        handler.addFilter(RedactingFilter())
     try:
         return args.fn(args)
     except KeyboardInterrupt:

@@ -38,21 +38,29 @@ def cmd_cluster(args) -> int:
 
 
 def _root(args) -> str:
-    from frugalcv.workflows.pipeline.config import DEFAULT_ROOT, load_pipeline
+    from frugalcv.workflows.pipeline.config import DEFAULT_ROOT, StorageConfig, load_pipeline
 
     if getattr(args, "root", None):
-        return os.path.abspath(args.root) if "://" not in args.root else args.root.rstrip("/")
+        return StorageConfig(root=args.root).root  # s3://KEY:SECRET@bucket: credentials become options
     if getattr(args, "pipeline", None):
         return load_pipeline(args.pipeline, args.override or []).storage.root
     return os.path.abspath(os.environ.get("FRUGALCV_ROOT") or DEFAULT_ROOT)
 
 
 def _dry_run(cfg) -> None:
-    from frugalcv.workflows.pipeline.plan import render_plan, render_sbatch, run_folder
+    from frugalcv.workflows.pipeline.plan import (
+        check_executor_storage,
+        render_plan,
+        render_sbatch,
+        run_folder,
+    )
+    from frugalcv.workflows.pipeline.redact import redact
 
-    print(render_plan(cfg), end="")
+    check_executor_storage(cfg, cfg.executor.kind)
+    print(redact(render_plan(cfg)), end="")
     if not cfg.storage.is_local:
-        print(f"\n(no sbatch scripts: storage.root {cfg.storage.root} is not a local folder for Slurm logs)")
+        print(f"\n(no sbatch scripts: the slurm executor needs storage.root on a shared filesystem, "
+              f"and {redact(cfg.storage.root)} is not one)")
         return
     folder = run_folder(cfg, "<run-id>")
     for stage in cfg.stages:
@@ -73,28 +81,34 @@ def cmd_run(args) -> int:
     if args.dry_run:
         _dry_run(cfg)
         return 0
-    run_pipeline(cfg, args.executor, track=not args.no_track)
+    run_pipeline(cfg, args.executor, track=not args.no_track, printer=_printer)
     return 0
+
+
+def _printer(text: str) -> None:
+    from frugalcv.workflows.pipeline.redact import redact
+
+    print(redact(text), flush=True)
 
 
 def _dry_run_sweep_slurm(configs) -> None:
     """Each value's plan, then the sbatch scripts once: a stage that differs between values as one job array."""
     from frugalcv.workflows.pipeline.plan import (
         array_tasks,
+        check_executor_storage,
         render_plan,
         render_sbatch,
         run_folder,
         sbatch_parameters,
     )
+    from frugalcv.workflows.pipeline.redact import redact
     from frugalcv.workflows.pipeline.sweep import sweep_stages
 
     for combo, cfg in configs:
-        print(f"\n=== {' '.join(combo)}")
-        print(render_plan(cfg), end="")
+        check_executor_storage(cfg, "slurm")
+        print(f"\n=== {redact(' '.join(combo))}")
+        print(redact(render_plan(cfg)), end="")
     cfgs = [cfg for _, cfg in configs]
-    if not cfgs[0].storage.is_local:
-        print(f"\n(no sbatch scripts: storage.root {cfgs[0].storage.root} is not a local folder for Slurm logs)")
-        return
     folder = run_folder(cfgs[0], "<run-id>")
     varying = sweep_stages(cfgs)
     for stage in cfgs[0].stages:
@@ -161,9 +175,10 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from frugalcv.workflows.pipeline.redact import scrub
     from frugalcv.workflows.pipeline.runner import results_table, status
 
-    st = status(args.run, _root(args))
+    st = scrub(status(args.run, _root(args)))
     if args.json:
         print(json.dumps(st, indent=1))
     else:
@@ -178,7 +193,7 @@ def cmd_status(args) -> int:
 def cmd_resume(args) -> int:
     from frugalcv.workflows.pipeline.runner import resume_run
 
-    resume_run(args.run, _root(args), args.executor)
+    resume_run(args.run, _root(args), args.executor, printer=_printer)
     return 0
 
 
@@ -198,10 +213,12 @@ def cmd_sync(args) -> int:
     root = _root(args)
     rid = resolve_run_id(args.run, root)
     report = sync_run(run_url(root, rid), uri=args.uri)
+    from frugalcv.workflows.pipeline.redact import redact
+
     print(f"run {rid}: {report.sent} record(s) sent, {report.already_sent} already sent, "
           f"{len(report.failed)} rejected, {report.remaining} left (store unreachable)")
     for line in report.failed:
-        print(f"  rejected: {line}")
+        print(f"  rejected: {redact(line)}")
     return 0 if not report.failed and not report.remaining else 1
 
 

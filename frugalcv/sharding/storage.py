@@ -3,18 +3,26 @@
 Every location in frugalcv is an fsspec URL (plain path, file://, s3://, gs://, memory://).
 s3:// honours the standard ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` variables and
 fsspec's own configuration (e.g. ``FSSPEC_S3_ENDPOINT_URL`` or a file in FSSPEC_CONFIG_DIR).
+
+Storage options for a root (a pipeline's ``storage.options``) are registered with
+:func:`set_root_options` and apply to every URL under that root; child processes inherit them
+through ``FRUGALCV_STORAGE_OPTIONS`` (the environment, never a file). ``s3://KEY:SECRET@bucket/...``
+is accepted and becomes the ``key``/``secret`` options. :func:`redact` is the one function that
+every URL and message shown, logged, tracked or written goes through.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import re
 import time
 import uuid
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import fsspec
 
@@ -23,13 +31,96 @@ from frugalcv.errors import FrugalError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)[^/@\s]+@")
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<info>[^/@\s]+)@")
+#: ``?token=...``/``&X-Amz-Signature=...``: query parameters that carry credentials
+_SECRET_QUERY = re.compile(
+    r"(?P<key>[?&](?:[A-Za-z0-9_.-]*(?:token|secret|signature|password|passwd|credential|api_?key|access_?key)"
+    r"[A-Za-z0-9_.-]*))=(?P<value>[^&#\s'\"]+)", re.IGNORECASE)
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+#: the environment variable that carries registered root options to child processes (JSON)
+OPTIONS_ENV = "FRUGALCV_STORAGE_OPTIONS"
+#: key names that hold credentials: secret/password anywhere; token, api key, access key, key id,
+#: credentials as a whole word (so ``max_tokens`` or ``num_keys`` stay visible); s3fs's ``key``
+SECRET_KEY = re.compile(
+    r"secret|passw|^key$|(^|[^a-z])(token|api_?key|access_?key|key_?id|credentials?|private_?key|session_?key)"
+    r"([^a-z]|$)", re.IGNORECASE)
+REDACTED = "***"
+_SECRETS: set[str] = set()
+_ROOT_OPTIONS: dict[str, dict[str, Any]] = {}
 
 
-def redact(url: str) -> str:
-    """Drop ``user:secret@`` from a URL so it can be shown or logged."""
-    return _USERINFO.sub(r"\g<scheme>***@", str(url))
+def add_secret(value: Any) -> None:
+    """Remember a credential so that :func:`redact` hides it wherever it appears (error texts too)."""
+    text = str(value or "")
+    if len(text) >= 4 and text != REDACTED:
+        _SECRETS.add(text)
+        _SECRETS.add(unquote(text))
+
+
+def is_secret_key(name: Any) -> bool:
+    """Whether a config or option key names a credential (its value is never shown or written)."""
+    return bool(SECRET_KEY.search(str(name)))
+
+
+def redact(text: Any) -> str:
+    """``text`` (a URL or any message) without credentials: ``user:secret@`` of URLs, credential query
+    parameters and every registered secret (:func:`add_secret`) become ``***``."""
+    out = _USERINFO.sub(r"\g<scheme>***@", str(text))
+    out = _SECRET_QUERY.sub(r"\g<key>=***", out)
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        out = out.replace(secret, REDACTED)
+    return out
+
+
+def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """``scheme://user:secret@host/p`` → (``scheme://host/p``, user, secret); both registered as secrets."""
+    m = _USERINFO.match(str(url))
+    if m is None:
+        return str(url), None, None
+    user, _, password = m.group("info").partition(":")
+    user, password = unquote(user), unquote(password) if password else None
+    add_secret(password)
+    if password is None:
+        add_secret(user)  # a bare token as user name
+    return m.group("scheme") + str(url)[m.end():], user, password
+
+
+def set_root_options(root: str, options: Mapping[str, Any] | None) -> None:
+    """fsspec options for every URL under ``root`` (e.g. ``key``, ``secret``, ``endpoint_url``); also
+    exported to child processes through the environment. Values ``***`` (a scrubbed copy) are ignored."""
+    options = {k: v for k, v in (options or {}).items() if v != REDACTED}
+    for key, value in options.items():
+        if is_secret_key(key):
+            add_secret(value)
+    prefix = str(root).rstrip("/")
+    if not options or "://" not in prefix:
+        return
+    merged = {**_ROOT_OPTIONS.get(prefix, {}), **options}
+    if merged == _ROOT_OPTIONS.get(prefix):
+        return
+    _ROOT_OPTIONS[prefix] = merged
+    os.environ[OPTIONS_ENV] = json.dumps(_ROOT_OPTIONS, sort_keys=True)
+
+
+def _load_env_options() -> None:
+    try:
+        inherited = json.loads(os.environ.get(OPTIONS_ENV) or "{}")
+    except json.JSONDecodeError:
+        log.warning("%s is not JSON; ignored", OPTIONS_ENV)
+        return
+    for root, options in inherited.items() if isinstance(inherited, dict) else ():
+        if isinstance(options, dict):
+            set_root_options(root, options)
+
+
+def root_options(url: str) -> dict[str, Any]:
+    """The registered options of the longest root that ``url`` lies under."""
+    url = str(url)
+    best = ""
+    for prefix in _ROOT_OPTIONS:
+        if (url == prefix or url.startswith(prefix + "/")) and len(prefix) > len(best):
+            best = prefix
+    return dict(_ROOT_OPTIONS.get(best, {}))
 
 
 def _storage_options(protocol: str) -> dict:
@@ -42,9 +133,19 @@ def _storage_options(protocol: str) -> dict:
 
 
 def url_to_fs(url: str):
-    """(filesystem, path) for any fsspec URL."""
-    protocol = fsspec.core.split_protocol(str(url))[0] or "file"
-    return fsspec.core.url_to_fs(str(url), **_storage_options(protocol))
+    """(filesystem, path) for any fsspec URL, with the options registered for its root."""
+    url = str(url)
+    protocol = fsspec.core.split_protocol(url)[0] or "file"
+    options = {**_storage_options(protocol), **root_options(url)}
+    if protocol in ("s3", "s3a"):
+        clean, user, password = split_userinfo(url)
+        if user is not None:
+            url = clean
+            options.update(key=user, secret=password)
+    try:
+        return fsspec.core.url_to_fs(url, **options)
+    except (ImportError, ValueError, TypeError) as e:
+        raise FrugalError(f"{redact(url)}: cannot open this location: {redact(e)}") from None
 
 
 def is_local(url: str) -> bool:
@@ -93,7 +194,7 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int | None = None, ba
             if not is_transient(exc) or i == attempts - 1:
                 if is_transient(exc):
                     raise FrugalError(
-                        f"{redact(what)}: giving up after {attempts} attempts: {type(exc).__name__}: {exc}"
+                        f"{redact(what)}: giving up after {attempts} attempts: {type(exc).__name__}: {redact(exc)}"
                     ) from exc
                 raise
             delay = min(base_delay * 2**i, 20.0) * (0.5 + random.random())
@@ -157,3 +258,6 @@ def open_read(url: str, block_size: int = 4 << 20):
     if "file" in _protocols(fs):
         return with_retries(lambda: open(path, "rb", buffering=1 << 20), url)
     return with_retries(lambda: fs.open(path, "rb", block_size=block_size, cache_type="readahead"), url)
+
+
+_load_env_options()

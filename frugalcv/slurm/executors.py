@@ -14,6 +14,10 @@ requeued job resumes from that checkpoint.
 ``run_array(specs, cfg, on_job)`` runs several specs of one stage (the tasks of an array stage,
 the values of a sweep) and returns one result or :class:`StageFailed` per spec: ``slurm`` submits
 them as ONE job array (``submit_array``; job ids ``<id>_<i>``), the others run them one after another.
+
+``inline`` and ``local`` work with any fsspec run folder (an ``s3://`` storage root): logs and the
+spec are written to local temporary files and the logs copied into the run folder when the stage
+ends; ``slurm`` needs a shared POSIX folder (``plan.check_executor_storage``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 import submitit
 
 from frugalcv.errors import ConfigError, FrugalError
+from frugalcv.sharding import storage
 from frugalcv.workflows.pipeline.config import PipelineConfig
 from frugalcv.workflows.pipeline.lineage import tail
 
@@ -62,6 +67,31 @@ class _Tee(io.TextIOBase):
             s.flush()
 
 
+@contextlib.contextmanager
+def _local_file(url: str, suffix: str):
+    """A local path for ``url``: itself when local, else a temporary file whose content is appended to
+    ``url`` at the end (a stage log in an object-store run folder)."""
+    if storage.is_local(url):
+        path = storage.url_to_fs(url)[1]
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        yield path
+        return
+    import tempfile
+
+    fd, path = tempfile.mkstemp(suffix=suffix, prefix="frugalcv-")
+    os.close(fd)
+    try:
+        yield path
+    finally:
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            old = storage.read_bytes(url) if storage.exists(url) else b""
+            storage.write_bytes_atomic(url, old + data)
+        finally:
+            os.remove(path)
+
+
 class _Sequential:
     """``run_array`` as one ``run`` after another (inline, local)."""
 
@@ -84,15 +114,14 @@ class InlineExecutor(_Sequential):
     def run(self, spec: dict[str, Any], cfg: PipelineConfig, on_job: Callable[[str], None] | None = None) -> dict:
         from frugalcv.workflows.pipeline.entry import run_spec
 
-        log_path = spec["log_path"]
-        os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        with open(log_path, "a", buffering=1) as log, redirect_stdout(_Tee(sys.stdout, log)):
+        with _local_file(spec["log_path"], ".log") as log_path, open(log_path, "a", buffering=1) as log, \
+                redirect_stdout(_Tee(sys.stdout, log)):
             try:
                 return run_spec(spec, printer=print)
             except FrugalError:
                 raise
             except Exception as e:
-                log.write(traceback.format_exc())
+                log.write(storage.redact(traceback.format_exc()))
                 log.flush()
                 raise StageFailed(f"{type(e).__name__}: {e}", _read_tail(log_path, 40)) from e
 
@@ -128,23 +157,27 @@ class LocalExecutor(_Sequential):
     def run(self, spec: dict[str, Any], cfg: PipelineConfig, on_job: Callable[[str], None] | None = None) -> dict:
         r = cfg.stage_resources(spec["stage"])
         world = r.nodes * r.tasks_per_node
-        spec_path = spec.get("spec_path") or os.path.join(spec["output_dir"], "spec.json")
-        os.makedirs(spec["output_dir"], exist_ok=True)
-        with open(spec_path, "w") as f:
-            json.dump(spec, f, indent=1, sort_keys=True)
-        if os.path.exists(spec["result_path"]):
-            os.remove(spec["result_path"])
+        spec_url = spec.get("spec_path") or storage.join(spec["output_dir"], "spec.json")
+        with contextlib.ExitStack() as files:
+            spec_path = files.enter_context(_local_file(spec_url, ".json"))
+            with open(spec_path, "w") as f:
+                json.dump(spec, f, indent=1, sort_keys=True)
+            storage.remove(spec["result_path"])
+            log_urls = [spec["log_path"] if rank == 0 else spec["log_path"].replace(".log", f".rank{rank}.log")
+                        for rank in range(world)]
+            logs = [files.enter_context(_local_file(url, ".log")) for url in log_urls]
+            return self._run_ranks(spec, world, spec_path, logs, on_job)
+
+    def _run_ranks(self, spec: dict[str, Any], world: int, spec_path: str, logs: list[str],
+                   on_job: Callable[[str], None] | None) -> dict:
         port = _free_port()
-        procs, logs = [], []
+        procs = []
         for rank in range(world):
             env = dict(os.environ)
             if world > 1:
                 env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                            MASTER_PORT=str(port))
-            log_path = spec["log_path"] if rank == 0 else spec["log_path"].replace(".log", f".rank{rank}.log")
-            logs.append(log_path)
-            os.makedirs(os.path.dirname(log_path), exist_ok=True)
-            with open(log_path, "ab") as log:
+            with open(logs[rank], "ab") as log:
                 procs.append(subprocess.Popen([sys.executable, "-m", "frugalcv.workflows.pipeline.entry", spec_path],
                                               stdout=log, stderr=subprocess.STDOUT, env=env))
             if on_job is not None:
@@ -166,13 +199,13 @@ class LocalExecutor(_Sequential):
                     p.kill()
                 raise StageFailed(f"stage {spec['stage']} ran past {self.timeout_s}s", _read_tail(logs[0]))
             time.sleep(0.2)
-        if any(c not in (0, 3) for c in codes) or not os.path.exists(spec["result_path"]):
+        if any(c not in (0, 3) for c in codes) or not storage.exists(spec["result_path"]):
             bad = next((i for i, c in enumerate(codes) if c not in (0, 3)), 0)
             text = _read_tail(logs[bad])
             last = next((line for line in reversed(text.splitlines()) if line.strip()), "")
-            raise StageFailed(f"{last} (rank {bad} exited with code {codes[bad]}; log {logs[bad]})", text)
-        with open(spec["result_path"]) as f:
-            return json.load(f)
+            log_url = spec["log_path"] if bad == 0 else spec["log_path"].replace(".log", f".rank{bad}.log")
+            raise StageFailed(f"{last} (rank {bad} exited with code {codes[bad]}; log {storage.redact(log_url)})", text)
+        return json.loads(storage.read_bytes(spec["result_path"]))
 
 
 def stage_job(resume_from: str | None, spec: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Shard to, verify and train-read from a real S3 endpoint served on 127.0.0.1."""
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -76,3 +77,39 @@ def test_unreachable_s3_names_the_url(monkeypatch, s3_endpoint):
         summary("s3://no-such-bucket/ds/train")
     assert "s3://no-such-bucket/ds/train" in str(exc.value) or "no-such-bucket" in str(exc.value)
     fsspec.filesystem("s3").clear_instance_cache()
+
+
+def test_pipeline_with_an_s3_root_runs_inline_end_to_end(s3_bucket, tmp_path):
+    """Shards, checkpoints, records and logs all under an s3:// storage root, with the inline executor."""
+    import json
+
+    import s3fs
+    import yaml
+
+    root = f"s3://{s3_bucket}/runs-root"
+    pipeline = tmp_path / "s3.yaml"
+    pipeline.write_text(yaml.safe_dump({
+        "name": "s3-inline", "storage": {"root": root}, "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
+        "stages": [
+            {"name": "digits", "uses": "shard", "params": {"kind": "digits", "src": "sklearn", "max_shard_samples": 500}},
+            {"name": "pretrain", "uses": "blockdrop.pretrain",
+             "inputs": {"train": "${stages.digits.outputs.train}", "val": "${stages.digits.outputs.test}"},
+             "params": {"model": "cifar_resnet32", "debug": True, "epochs": 1, "batch_size": 64, "image_size": 16,
+                        "warmup_epochs": 0, "seed": 0}},
+        ]}))
+    run = [sys.executable, "-m", "frugalcv.cli"]
+    out = subprocess.run([*run, "run", str(pipeline), "--smoke", "2"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    st = subprocess.run([*run, "status", "latest", "--root", root, "--json"], capture_output=True, text=True,
+                        timeout=120)
+    assert st.returncode == 0, st.stderr
+    status = json.loads(st.stdout)
+    assert [s["state"] for s in status["stages"]] == ["finished", "finished"]
+    checkpoint = status["stages"][1]["outputs"]["checkpoint"]
+    assert checkpoint["uri"].startswith(f"{root}/runs/{status['run_id']}/stages/pretrain/")
+    fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    folder = f"{s3_bucket}/runs-root/runs/{status['run_id']}"
+    assert fs.exists(checkpoint["uri"].removeprefix("s3://"))
+    assert fs.exists(f"{folder}/stages/digits/data/train/manifest.json")
+    assert b"pretrain" in fs.cat_file(f"{folder}/logs/pretrain.log") or fs.size(f"{folder}/logs/pretrain.log") > 0
+    assert "testing-secret-xyz" not in out.stdout + out.stderr + st.stdout

@@ -111,3 +111,14 @@ def test_sweep_product_and_literals():
         parse_sweep(["a=1,,2"])
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_sweep(["a"])
+
+
+@pytest.mark.parametrize("value", ["a\nb", "a\tb", "a\0b", "a\rb", "a\x1bb"])
+def test_override_with_a_control_character_is_refused_naming_the_key(value):
+    from frugalcv.workflows.pipeline.overrides import apply_override
+
+    data = {"name": "x", "stages": [{"name": "s", "uses": "shard", "params": {"src": "a"}}]}
+    with pytest.raises(ConfigError) as exc:
+        apply_override(data, f"stages.s.params.src={value}")
+    assert "'stages.s.params.src'" in str(exc.value) and repr(value[1]) in str(exc.value)
+    assert data["stages"][0]["params"]["src"] == "a"

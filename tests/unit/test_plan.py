@@ -13,6 +13,7 @@ from submitit.slurm.slurm import _get_default_parameters
 from frugalcv.errors import ConfigError
 from frugalcv.workflows.pipeline.config import load_pipeline
 from frugalcv.workflows.pipeline.plan import (
+    check_executor_storage,
     job_folder,
     render_plan,
     render_sbatch,
@@ -121,8 +122,10 @@ def test_run_and_job_folders(tmp_path, monkeypatch):
     assert job_folder("rel") == f"{tmp_path}/rel/slurm/%j"
     remote = load_pipeline(ROOT / "pipelines" / "blockdrop-demo.yaml",
                            ["storage.root=s3://b/x", "tracking.uri=http://127.0.0.1:5000"])
-    with pytest.raises(ConfigError, match="not a local folder"):
-        run_folder(remote, "r1")
+    assert run_folder(remote, "r1") == "s3://b/x/runs/r1"  # inline and local run there
+    check_executor_storage(remote, "local")
+    with pytest.raises(ConfigError, match="s3://b/x: the slurm executor needs a folder on a shared filesystem"):
+        check_executor_storage(remote, "slurm")
 
 
 def test_unknown_stage():

@@ -156,7 +156,7 @@ def test_truncated_file(resnet18, tmp_path):
     data = good.read_bytes()
     path = tmp_path / "truncated.pth"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: not a loadable weights file \(.+\)$"):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: not a loadable weights file: .+; write it again with torch\.save .+$"):
         load_pretrained(build_model("policy_resnet10_imagenet"), str(path))
 
 
@@ -165,7 +165,7 @@ def test_truncated_file(resnet18, tmp_path):
 def test_corrupt_file(tmp_path, content):
     path = tmp_path / "resnet18-f37072fd.pth"
     path.write_bytes(content)
-    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: not a loadable weights file \(.+\)$"):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: not a loadable weights file: .+; write it again with torch\.save .+$"):
         load_pretrained(build_model("policy_resnet10_imagenet"), str(path))
 
 

@@ -117,9 +117,12 @@ def load_checkpoint(url: str, *, sha256: str | None = None) -> dict:
     data = storage.read_bytes(url)
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise FrugalError(f"{storage.redact(url)}: sha256 differs from the recorded {sha256}")
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    if state.get("format") != FORMAT_VERSION:
-        raise FrugalError(f"{storage.redact(url)}: checkpoint format {state.get('format')!r}, expected {FORMAT_VERSION}")
+    from frugalcv.workflows.engine.weights import load_weights_only
+
+    state = load_weights_only(data, url, "checkpoint")
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise FrugalError(f"{storage.redact(url)}: checkpoint format {got!r}, expected {FORMAT_VERSION}")
     return state
 
 

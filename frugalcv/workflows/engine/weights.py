@@ -12,6 +12,7 @@ import io
 import logging
 import pickle
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,17 +23,29 @@ from frugalcv.sharding import storage
 log = logging.getLogger(__name__)
 
 
+def load_weights_only(data: bytes, url: str, what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)`` of ``data`` read from ``url``; a file that is not one (truncated,
+    another format, pickled code) is a ConfigError naming the file. Torch's own advice to turn
+    ``weights_only`` off is not passed on: a file that needs it is not loaded."""
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = ("it holds pickled code or objects other than tensors and plain data, which frugalcv never "
+               "loads" if "Weights only load failed" in str(e) else "not a torch.save file")
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, AttributeError, TypeError) as e:
+        text = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+        why = f"truncated or not a torch.save file ({text[:200]})"
+    raise ConfigError(f"{storage.redact(url)}: not a loadable {what}: {why}; write it again with torch.save "
+                      "(or the stage that produced it)")
+
+
 def read_state(url: str, what: str = "file") -> dict:
     """A ``torch.save``'d dict at ``url``, loaded onto the CPU with ``weights_only=True``."""
     try:
         data = storage.read_bytes(url)
     except FileNotFoundError:
         raise ConfigError(f"{storage.redact(url)}: {what} not found") from None
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{storage.redact(url)}: not a loadable {what} ({first})") from None
+    state = load_weights_only(data, url, what)
     if not isinstance(state, dict):
         raise ConfigError(f"{storage.redact(url)}: a {what} must hold a dict, got {type(state).__name__}")
     return state

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from frugalcv.errors import ConfigError
+from frugalcv.sharding import storage
+from frugalcv.workflows.pipeline.redact import register_tracking_uri
 from frugalcv.workflows.pipeline.schema import (
     FieldError,
     Where,
@@ -58,6 +60,13 @@ def _absolute(url: str) -> str:
     if "://" in url:
         return url
     return os.path.abspath(os.path.expanduser(url))
+
+
+def _s3_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """``s3://KEY:SECRET@bucket/p`` → (``s3://bucket/p``, KEY, SECRET); other URLs unchanged."""
+    if url.startswith(("s3://", "s3a://")):
+        return storage.split_userinfo(url)
+    return url, None, None
 
 
 def _check_sbatch_safe(name: str, value: Any) -> None:
@@ -139,12 +148,16 @@ class StorageConfig:
 
     root: str = DEFAULT_ROOT
     #: fsspec storage options, e.g. ``{endpoint_url: http://127.0.0.1:5000}`` for S3
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         if not self.root:
             raise FieldError("root", "'': give a folder or an fsspec URL")
-        self.root = _absolute(self.root).rstrip("/") or "/"
+        root, user, password = _s3_userinfo(self.root)
+        if user is not None:  # s3://KEY:SECRET@bucket: the credentials become options, never part of a path
+            self.options = {**self.options, "key": user, **({"secret": password} if password else {})}
+        self.root = _absolute(root).rstrip("/") or "/"
+        storage.set_root_options(self.root, self.options)
 
     @property
     def is_local(self) -> bool:
@@ -163,6 +176,8 @@ class TrackingConfig:
         # sqlite:///relative.db is relative to the cwd of whoever opens it; pin it now
         if self.uri and self.uri.startswith("sqlite:///") and not self.uri.startswith("sqlite:////"):
             self.uri = "sqlite:///" + os.path.abspath(self.uri[len("sqlite:///"):])
+        if self.uri:  # user:password@ stays in this process; the config holds http://***@host
+            self.uri = register_tracking_uri(self.uri)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -233,7 +248,10 @@ class StageConfig:
             elif not url:
                 raise FieldError(f"inputs.{key}", "'': give an fsspec URL or a stage output reference")
             else:
-                self.inputs[key] = _absolute(url)
+                clean, user, password = _s3_userinfo(url)
+                if user is not None:  # its credentials apply to it as storage options
+                    storage.set_root_options(clean, {"key": user, **({"secret": password} if password else {})})
+                self.inputs[key] = _absolute(clean)
 
     def references(self) -> dict[str, tuple[str, str]]:
         """Inputs that are other stages' outputs: input name → (stage, output)."""

@@ -39,8 +39,8 @@ STOP_FILE = "STOP"
 
 
 def stop_requested(output_dir: str) -> bool:
-    """Someone created ``<output_dir>/STOP`` (signals are the ControlHook's)."""
-    return os.path.exists(os.path.join(output_dir, STOP_FILE))
+    """Someone created ``<output_dir>/STOP`` (signals are the ControlHook's); local run folders only."""
+    return "://" not in output_dir and os.path.exists(os.path.join(output_dir, STOP_FILE))
 
 
 def _world() -> tuple[int, int, int]:
@@ -95,7 +95,8 @@ def run_spec(spec: dict[str, Any], printer=print, raise_preempted: bool = False)
 
         info = init_distributed()
         rank, world, local_rank = info.rank, info.world_size, info.local_rank
-    os.makedirs(spec["output_dir"], exist_ok=True)
+    if storage.is_local(spec["output_dir"]):
+        os.makedirs(storage.url_to_fs(spec["output_dir"])[1], exist_ok=True)
     workers = spec.get("num_workers")
     ctx = StageContext(
         pipeline=spec["pipeline"], run_id=spec["run_id"], stage=spec["stage"], params=params,
@@ -138,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    from frugalcv.workflows.pipeline.redact import RedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     with open(argv[0]) as f:
         spec = json.load(f)
     out = run_spec(spec, printer=lambda text: print(text, flush=True))

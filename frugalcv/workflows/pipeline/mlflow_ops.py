@@ -21,6 +21,7 @@ from mlflow.exceptions import MlflowException
 
 from frugalcv.sharding import storage
 from frugalcv.workflows.pipeline.outbox import Outbox, is_placeholder
+from frugalcv.workflows.pipeline.redact import live_tracking_uri, register_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +192,10 @@ def sync_run(run_dir: str, uri: str | None = None, timeout_s: float = 30.0) -> S
     ids = box.ids()
     clients: dict[str, MlflowClient] = {}
     experiments: dict[str, dict[str, str]] = {}
+    shown = register_tracking_uri(uri) if uri else None
     for i, rec in enumerate(todo):
-        target = uri or rec["uri"]
-        client = clients.setdefault(target, MlflowClient(tracking_uri=target))
+        target = shown or rec["uri"]
+        client = clients.setdefault(target, MlflowClient(tracking_uri=live_tracking_uri(target)))
         before = dict(ids)
         try:
             with http_limits(timeout_s, 2):
@@ -204,8 +206,9 @@ def sync_run(run_dir: str, uri: str | None = None, timeout_s: float = 30.0) -> S
                 log.warning("tracking store %s unreachable during sync; %d records left for the next sync",
                             storage.redact(target), report.remaining)
                 break
-            box.mark_failed(rec["id"], f"{type(e).__name__}: {e}")
-            report.failed.append(f"{rec['op']} {rec['id']}: {type(e).__name__}: {str(e)[:300]}")
+            error = storage.redact(f"{type(e).__name__}: {e}")
+            box.mark_failed(rec["id"], error)
+            report.failed.append(f"{rec['op']} {rec['id']}: {error[:300]}")
             continue
         for ph, real in ids.items():
             if before.get(ph) != real:

@@ -12,21 +12,34 @@ import dataclasses
 import itertools
 import types
 import typing
+import unicodedata
 from typing import Any
 
 from frugalcv.errors import ConfigError
 from frugalcv.workflows.pipeline.config import PipelineConfig, SlurmConfig, StageConfig, parse_yaml
+from frugalcv.workflows.pipeline.redact import redact
 from frugalcv.workflows.pipeline.schema import hints, suggest, unknown_key
 
 
 def split_override(text: str) -> tuple[list[str], str]:
-    """``"a.b=c"`` → (["a", "b"], "c"), with a ConfigError for anything not of that shape."""
+    """``"a.b=c"`` → (["a", "b"], "c"), with a ConfigError for anything not of that shape or with a
+    control character (a newline would silently become a space in the YAML value)."""
     key, sep, raw = text.partition("=")
     parts = key.strip().split(".")
     if not sep or not all(parts):
-        raise ConfigError(f"override -o {text!r}: expected key=value with a dotted key, "
+        raise ConfigError(f"override -o {redact(repr(text))}: expected key=value with a dotted key, "
                           "e.g. -o stages.curriculum.params.gamma=10")
+    bad = next((c for c in text if _is_control(c)), None)
+    if bad is not None:
+        where = "value" if bad in raw else "key"
+        raise ConfigError(f"override -o {key.strip()!r}: the {where} holds the control character {bad!r}; "
+                          "pass a value without newlines, tabs or NUL (put multi-line text in the pipeline file)")
     return parts, raw
+
+
+def _is_control(char: str) -> bool:
+    """C0/C1 control characters and DEL (newline, tab, carriage return, NUL, escape...)."""
+    return unicodedata.category(char) == "Cc"
 
 
 def _field_type(cls: type, name: str) -> Any:
@@ -46,8 +59,8 @@ def _child(node: dict, key: str) -> dict:
 def apply_override(data: dict, text: str) -> str:
     """Apply one override to parsed pipeline data in place; return the canonical dotted path."""
     parts, raw = split_override(text)
-    value = parse_yaml(raw, f"override -o {text}") if raw.strip() else None
-    fail = lambda msg: ConfigError(f"override -o {text}: {msg}")  # noqa: E731
+    value = parse_yaml(raw, f"override -o {redact(text)}") if raw.strip() else None
+    fail = lambda msg: ConfigError(f"override -o {redact(text)}: {msg}")  # noqa: E731
     node, cls, done = data, PipelineConfig, []
     i = 0
     while i < len(parts):

@@ -25,11 +25,19 @@ def job_name(cfg: PipelineConfig, stage_name: str) -> str:
 
 
 def run_folder(cfg: PipelineConfig, run_id: str) -> str:
-    """``<storage.root>/runs/<run-id>``; Slurm logs need it on a shared POSIX file system."""
-    if not cfg.storage.is_local:
-        raise ConfigError(f"storage.root {cfg.storage.root!r} is not a local folder; Slurm job logs need "
-                          "a shared POSIX folder, so pass one as the run folder")
-    return os.path.join(cfg.storage.root.removeprefix("file://"), "runs", run_id)
+    """``<storage.root>/runs/<run-id>``: a local folder or an fsspec URL (``s3://...``)."""
+    root = cfg.storage.root.removeprefix("file://") if cfg.storage.is_local else cfg.storage.root
+    return f"{root.rstrip('/')}/runs/{run_id}" if "://" in root else os.path.join(root, "runs", run_id)
+
+
+def check_executor_storage(cfg: PipelineConfig, kind: str) -> None:
+    """The slurm executor keeps job files and logs in the run folder, which every node must see as a
+    POSIX folder; inline and local run with any fsspec root."""
+    if kind == "slurm" and not cfg.storage.is_local:
+        raise ConfigError(f"storage.root {cfg.storage.root}: the slurm executor needs a folder on a shared "
+                          "filesystem (every node mounts it) for Slurm job logs and submitit's job files; "
+                          "set storage.root to such a folder, or run with --executor inline or local "
+                          "(they work with s3:// roots)")
 
 
 def job_folder(run_folder: str | os.PathLike) -> str:

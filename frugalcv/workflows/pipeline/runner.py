@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from frugalcv.errors import ConfigError, FrugalError
+from frugalcv.sharding import storage
 from frugalcv.slurm.executors import InlineExecutor, StageFailed, make_stage_executor
 from frugalcv.workflows.pipeline import lineage as L
 from frugalcv.workflows.pipeline.config import (
@@ -53,7 +54,8 @@ from frugalcv.workflows.pipeline.config import (
     validate_stages,
 )
 from frugalcv.workflows.pipeline.entry import STOP_FILE
-from frugalcv.workflows.pipeline.plan import run_folder, sbatch_parameters
+from frugalcv.workflows.pipeline.plan import check_executor_storage, run_folder, sbatch_parameters
+from frugalcv.workflows.pipeline.redact import redact, scrub
 from frugalcv.workflows.pipeline.schema import to_plain
 from frugalcv.workflows.pipeline.stages import stage_array_tasks, stage_origin
 
@@ -92,13 +94,15 @@ def _local_experiment(cfg: PipelineConfig) -> None:
     store's default artifact root is ``./mlruns`` of whatever folder the command ran in."""
     from mlflow import MlflowClient
 
+    from frugalcv.workflows.pipeline.redact import live_tracking_uri
+
     try:
-        client = MlflowClient(cfg.tracking.uri)
+        client = MlflowClient(live_tracking_uri(cfg.tracking.uri))
         if client.get_experiment_by_name(cfg.tracking.experiment) is None:
             root = cfg.storage.root.removeprefix("file://")
             client.create_experiment(cfg.tracking.experiment, artifact_location=os.path.join(root, "mlartifacts"))
     except Exception as e:  # the Tracker degrades to its outbox; never stop a run for tracking
-        log.warning("could not prepare MLflow experiment %s: %s", cfg.tracking.experiment, e)
+        log.warning("could not prepare MLflow experiment %s: %s", cfg.tracking.experiment, redact(e))
 
 
 # ------------------------------------------------------------------------------------ running
@@ -134,16 +138,16 @@ def stage_spec(cfg: PipelineConfig, stage: str, run_id: str, inputs: dict[str, s
     """The JSON spec every executor hands to ``stages.entry.run_spec``."""
     st = cfg.stage(stage)
     folder = run_folder(cfg, run_id)
-    out_dir = os.path.join(folder, "stages", stage)
+    out_dir = storage.join(folder, "stages", stage)
     params = dict(st.params)
     every, every_s = parse_checkpoint_every(st.checkpoint_every)
     return {
         "pipeline": cfg.name, "run_id": run_id, "stage": stage, "uses": st.uses, "origin": stage_origin(st.uses),
         "params": params, "inputs": inputs, "run_folder": folder, "output_dir": out_dir,
-        "checkpoint_dir": os.path.join(out_dir, "checkpoints"), "checkpoint_every": every,
+        "checkpoint_dir": storage.join(out_dir, "checkpoints"), "checkpoint_every": every,
         "checkpoint_every_s": every_s, "precision": st.precision, "channels_last": st.channels_last,
         "num_workers": st.num_workers, "smoke_steps": smoke_steps(cfg), "engine": st.engine, "deepspeed": None if st.deepspeed is None else to_plain(st.deepspeed),
-        "result_path": os.path.join(out_dir, "result.json"), "log_path": os.path.join(folder, "logs", f"{stage}.log"),
+        "result_path": storage.join(out_dir, "result.json"), "log_path": storage.join(folder, "logs", f"{stage}.log"),
         "tracking": {"uri": cfg.tracking.uri, "experiment": cfg.tracking.experiment, "root": cfg.storage.root,
                      "stage_run_id": stage_run_id} if track else None,
     }
@@ -158,13 +162,20 @@ def _log_inputs(tracker, cfg: PipelineConfig, stage: str, inputs: dict[str, str]
             rec = store.read(refs[name][0])
             parents.append(rec.mlflow_run_id or "")
             sha = rec.outputs[refs[name][1]]["sha256"]
-            if os.path.isdir(url) and os.path.exists(os.path.join(url, "manifest.json")):
+            if _is_dataset(url):
                 tracker.log_input(url, context=name)
             else:
                 tracker.log_checkpoint_input(url, sha, context=name)
-        elif os.path.exists(os.path.join(url, "manifest.json")):
+        elif _is_dataset(url):
             tracker.log_input(url, context=name)
     return parents
+
+
+def _is_dataset(url: str) -> bool:
+    try:
+        return storage.exists(storage.join(url, "manifest.json"))
+    except Exception:  # an input that cannot even be checked is not logged as a dataset
+        return False
 
 
 @dataclass
@@ -217,8 +228,8 @@ def _prepare(cfg: PipelineConfig, stage: str, store: L.RunStore, executor, track
     array = f", {tasks} array tasks" if tasks > 1 else ""
     printer(f"[{stage}] running {st.uses} ({executor.kind}{array}, fingerprint {fp[:12]})")
     spec = stage_spec(cfg, stage, store.run_id, inputs, child, track)
-    stop_file = os.path.join(spec["output_dir"], STOP_FILE)
-    if os.path.exists(stop_file):  # a stop request was for the previous attempt
+    stop_file = storage.join(spec["output_dir"], STOP_FILE)
+    if storage.is_local(stop_file) and os.path.exists(stop_file):  # a stop request was for the previous attempt
         os.remove(stop_file)
     return _Started(cfg=cfg, stage=stage, store=store, tracker=tracker, child=child, spec=spec, tasks=tasks)
 
@@ -227,11 +238,11 @@ def task_specs(spec: dict[str, Any], tasks: int) -> list[dict[str, Any]]:
     """The specs of a stage's array tasks: own result, spec and log files; no tracking (the final step tracks)."""
     if tasks == 1:
         return [spec]
-    out_dir, logs = spec["output_dir"], os.path.dirname(spec["log_path"])
+    out_dir, logs = spec["output_dir"], storage.parent(spec["log_path"])
     return [{**spec, "array": {"index": i, "count": tasks}, "tracking": None,
-             "result_path": os.path.join(out_dir, f"result.task{i}.json"),
-             "spec_path": os.path.join(out_dir, f"spec.task{i}.json"),
-             "log_path": os.path.join(logs, f"{spec['stage']}.task{i}.log")} for i in range(tasks)]
+             "result_path": storage.join(out_dir, f"result.task{i}.json"),
+             "spec_path": storage.join(out_dir, f"spec.task{i}.json"),
+             "log_path": storage.join(logs, f"{spec['stage']}.task{i}.log")} for i in range(tasks)]
 
 
 def _run_started(started: list[_Started], executor, printer) -> list[L.StageRecord]:
@@ -267,8 +278,8 @@ def _run_started(started: list[_Started], executor, printer) -> list[L.StageReco
 
 def _error_text(e: FrugalError) -> str:
     if isinstance(e, StageFailed):
-        return f"{e}\n{e.log_tail}".strip()
-    return f"{type(e).__name__}: {e}"
+        return redact(f"{e}\n{e.log_tail}".strip())
+    return redact(f"{type(e).__name__}: {e}")
 
 
 def _complete(s: _Started, results: list[dict | FrugalError], printer) -> L.StageRecord:
@@ -335,6 +346,7 @@ def _fail(store, stage, tracker, child, error, printer, status="failed") -> L.St
     rec = store.read(stage)
     if rec is not None and rec.state == "cancelled":
         return rec
+    error = redact(error)
     rec = store.update(stage, state="failed", error=error)
     if child:
         tracker.set_tags({"frugalcv.error": error[-4000:]}, run_id=child)
@@ -388,14 +400,15 @@ def _end(run: _Run, printer) -> str:
         bad = next((r for r in status(run_id, cfg.storage.root)["stages"] if r["state"] in ("failed", "cancelled")), None)
         where = f"stage {bad['stage']} {bad['state']}" if bad else final
         first = (bad or {}).get("error") or ""
-        raise PipelineFailed(f"run {run_id}: {where}: {first.splitlines()[0] if first else ''} "
-                             f"(details: frugalcv status {run_id} --root {cfg.storage.root})")
+        raise PipelineFailed(redact(f"run {run_id}: {where}: {first.splitlines()[0] if first else ''} "
+                                    f"(details: frugalcv status {run_id} --root {cfg.storage.root})"))
     return run_id
 
 
 def _execute(cfg: PipelineConfig, run_id: str, executor: str | None, track: bool, printer,
              only: list[str] | None = None) -> str:
     meta = L.RunStore(cfg.storage.root, run_id).read_meta()
+    check_executor_storage(cfg, executor or meta.get("executor") or cfg.executor.kind)
     runner = make_stage_executor(executor or meta.get("executor"), cfg)
     run = _begin(cfg, run_id, runner.kind, track)
     for st in cfg.stages:
@@ -406,11 +419,13 @@ def _execute(cfg: PipelineConfig, run_id: str, executor: str | None, track: bool
 
 def _create_run(cfg: PipelineConfig, kind: str, track: bool, printer, run_id: str | None = None) -> str:
     validate_stages(cfg)
-    run_folder(cfg, "x")  # a local root is needed for the run folder (raises ConfigError otherwise)
+    check_executor_storage(cfg, kind)
     run_id = run_id or L.new_run_id()
     store = L.RunStore(cfg.storage.root, run_id)
-    store.update_meta(run_id=run_id, pipeline=cfg.name, config=cfg.to_dict(), executor=kind, created=time.time(),
-                      status="running", track=track)
+    # credentials never go into files: storage.options secrets are given again by the pipeline
+    # file (or the environment) when the run is resumed
+    store.update_meta(run_id=run_id, pipeline=cfg.name, config=scrub(cfg.to_dict()), executor=kind,
+                      created=time.time(), status="running", track=track)
     printer(f"pipeline {cfg.name} run {run_id}  ({run_folder(cfg, run_id)})")
     return run_id
 
@@ -446,9 +461,14 @@ def resolve_run_id(run_id: str, root: str) -> str:
         if rid is None:
             raise L.LineageError(f"no runs yet under {root}/runs (pass --root or --pipeline to look elsewhere)")
         return rid
-    if not os.path.exists(os.path.join(root.removeprefix("file://"), "runs", run_id, "run.json")):
-        known = sorted(os.listdir(os.path.join(root, "runs"))) if os.path.isdir(os.path.join(root, "runs")) else []
-        raise L.LineageError(f"no run {run_id!r} under {root}/runs; runs there: {', '.join(known[-5:]) or 'none'}")
+    if not storage.exists(storage.join(L.run_url(root, run_id), "run.json")):
+        fs, path = storage.url_to_fs(L.runs_url(root))
+        try:
+            known = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+        except FileNotFoundError:
+            known = []
+        raise L.LineageError(f"no run {run_id!r} under {redact(root)}/runs; runs there: "
+                             f"{', '.join(known[-5:]) or 'none'}")
     return run_id
 
 
@@ -466,7 +486,7 @@ def status(run_id: str, root: str) -> dict[str, Any]:
                        "metrics": dict(rec.metrics), "outputs": dict(rec.outputs), "error": rec.error,
                        "cached_from": rec.cached_from, "attempts": rec.attempts, "started": rec.started,
                        "ended": rec.ended, "seconds": seconds})
-    return {"run_id": rid, "pipeline": cfg.name, "root": root, "run_folder": run_folder(cfg, rid),
+    return {"run_id": rid, "pipeline": cfg.name, "root": redact(root), "run_folder": redact(run_folder(cfg, rid)),
             "status": meta.get("status", "running"), "executor": meta.get("executor"),
             "created": meta.get("created"), "ended": meta.get("ended"),
             "mlflow": {"uri": cfg.tracking.uri, "experiment": cfg.tracking.experiment,

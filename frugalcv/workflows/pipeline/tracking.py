@@ -46,7 +46,7 @@ from frugalcv.workflows.pipeline.mlflow_ops import (
     waits_for_placeholder,
 )
 from frugalcv.workflows.pipeline.outbox import Outbox, is_placeholder, new_placeholder
-from frugalcv.workflows.pipeline.redact import flatten, scrub
+from frugalcv.workflows.pipeline.redact import flatten, live_tracking_uri, register_tracking_uri, scrub
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +127,14 @@ class Tracker:
 
     def __init__(self, uri: str, root: str | None = None, run_id: str | None = None, experiment: str | None = None,
                  timeout_s: float = 5.0, max_retries: int = 0, system_metrics: bool = False):
-        self.uri = uri
+        self.uri = register_tracking_uri(uri)  # what records and messages show; credentials stay here
         self.root = root
         self.run_id = run_id
         self.experiment = experiment
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.system_metrics = system_metrics
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = MlflowClient(tracking_uri=live_tracking_uri(self.uri))
         self.offline = False
         self.parent_run_id: str | None = None
         self.stage_run_id: str | None = None
@@ -164,7 +164,8 @@ class Tracker:
                     return apply_record(self.client, op, args, ids, self._experiments)
             except Exception as e:
                 if not is_unreachable(e):
-                    log.warning("MLflow %s failed (training goes on): %s: %s", op, type(e).__name__, e)
+                    log.warning("MLflow %s failed (training goes on): %s: %s", op, type(e).__name__,
+                                storage.redact(e))
                     return None
                 self._go_offline(e)
         return self._queue(op, args)
@@ -435,7 +436,7 @@ class Tracker:
         try:
             # resume_logging: a requeued stage continues the step count of its earlier attempts
             self._monitor = SystemMetricsMonitor(run_id, sampling_interval_s, node_id=node_id or socket.gethostname(),
-                                                 tracking_uri=self.uri, resume_logging=True)
+                                                 tracking_uri=live_tracking_uri(self.uri), resume_logging=True)
             self._monitor.start()
         except Exception as e:
             log.warning("system metrics not logged: %s", e)
