@@ -191,6 +191,11 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int | None = None, ba
         try:
             return fn()
         except Exception as exc:
+            if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+                raise FrugalError(
+                    f"{redact(what)}: no usable credentials for this store ({redact(exc)}): set them in the "
+                    "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE) or in storage.options "
+                    "(key, secret)") from exc
             if not is_transient(exc) or i == attempts - 1:
                 if is_transient(exc):
                     raise FrugalError(
