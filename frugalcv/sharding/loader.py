@@ -308,6 +308,7 @@ class ShardLoader:
             it = iter(stream)
         for consumed, batch in it:
             if isinstance(batch, _WorkerFailure):
+                it._shutdown_workers()  # now: the raised error's traceback keeps the iterator alive
                 batch.raise_it()
             self.position = start + int(consumed) * self.world_size
             if batch is not None:
