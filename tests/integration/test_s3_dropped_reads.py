@@ -3,7 +3,6 @@ moto_server is stopped after some samples were read and started again on the sam
 
 import logging
 import re
-import threading
 from urllib.parse import urlparse
 
 import fsspec
