@@ -2,6 +2,7 @@
 and one file per sample, on local disk and (frugalcv, webdataset) against a local S3 endpoint.
 
     .venv/bin/python benchmarks/loader_throughput.py [--samples 16000] [--measure 4096] [--repeats 5] [--no-s3]
+        [--no-sha256]
 
 Data: a CIFAR-10 "python version" fixture (the real pickle batch layout) of random 32x32 crops
 of scikit-learn's bundled sample images, sharded by ``write_shards("cifar10", ...)`` with 1000
@@ -11,7 +12,8 @@ Every variant uses 2 DataLoader worker processes, batches of 64, prefetch_factor
 PNG -> HxWx3 uint8 numpy (PIL) and the label -> int in the workers, and collates with torch's
 ``default_collate`` in the workers:
 
-- frugalcv:        ShardLoader(url, 64, rank=0, world_size=1, num_workers=2, shuffle=True)
+- frugalcv:        ShardLoader(url, 64, rank=0, world_size=1, num_workers=2, shuffle=True), which
+                   checks every shard's sha256 as it reads it (``--no-sha256``: check_sha256=False)
 - webdataset:      wds.WebDataset(urls, shardshuffle=100).shuffle(1000).decode("rgb8")
                    .to_tuple("png", "cls").batched(64, default_collate) in a DataLoader
                    (batch_size=None); shards split by worker (WebDataset's default)
@@ -164,7 +166,7 @@ class FilePerSample(Dataset):
         return decode_sample(os.path.basename(stem), {"png": png, "cls": cls})
 
 
-def frugalcv_iter(url: str, seed: int) -> Callable[[], Iterator]:
+def frugalcv_iter(url: str, seed: int, check_sha256: bool = True) -> Callable[[], Iterator]:
     loader = ShardLoader(
         url,
         BATCH,
@@ -174,6 +176,7 @@ def frugalcv_iter(url: str, seed: int) -> Callable[[], Iterator]:
         seed=seed,
         shuffle=True,
         prefetch_factor=PREFETCH,
+        check_sha256=check_sha256,
     )
     return lambda: iter(loader)
 
@@ -361,6 +364,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--measure", type=int, default=4096, help="samples timed per measurement")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-s3", action="store_true", help="skip the S3 (moto_server) variants")
+    p.add_argument("--no-sha256", action="store_true", help="frugalcv without its sha256 check of each shard")
     args = p.parse_args(argv)
     if args.warmup + args.measure > args.samples:
         p.error("--warmup + --measure must not exceed --samples (one epoch per measurement)")
@@ -397,7 +401,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
 
         variants = {
-            "frugalcv": lambda r: frugalcv_iter(url, seed=r),
+            "frugalcv": lambda r: frugalcv_iter(url, seed=r, check_sha256=not args.no_sha256),
             "webdataset": lambda r: webdataset_iter(shard_paths, seed=r),
             "memory_bound": lambda r: memory_iter(samples, seed=r),
             "file_per_sample": lambda r: file_iter(stems, seed=r),
@@ -422,7 +426,7 @@ def main(argv: list[str] | None = None) -> dict:
             )["train"]
             s3_url = f"s3://{bucket}/cifar10/train"
             s3_pipes = curl_pipe_urls(endpoint, bucket, [f"cifar10/train/{s.url}" for s in s3.shards])
-            variants["s3_frugalcv"] = lambda r: frugalcv_iter(s3_url, seed=r)
+            variants["s3_frugalcv"] = lambda r: frugalcv_iter(s3_url, seed=r, check_sha256=not args.no_sha256)
             variants["s3_webdataset"] = lambda r: webdataset_iter(s3_pipes, seed=r)
             print(
                 f"S3: moto_server at {endpoint}, shards written in {time.perf_counter() - t:.1f}s", flush=True
@@ -452,6 +456,7 @@ def main(argv: list[str] | None = None) -> dict:
     cmed = {k: statistics.median(v) for k, v in cpu.items()}
     out = {
         "samples_per_s": round(med["frugalcv"]),
+        "sha256_checked": not args.no_sha256,
         "ratio_vs_webdataset": round(paired_ratio(wall, "frugalcv", "webdataset"), 3),
         "ratio_vs_memory_bound": round(paired_ratio(wall, "frugalcv", "memory_bound"), 3),
         "ratio_vs_file_per_sample": round(paired_ratio(wall, "frugalcv", "file_per_sample"), 3),

@@ -15,3 +15,15 @@ class ShardError(FrugalError):
 
 class ConfigError(FrugalError):
     """A configuration value or key is invalid."""
+
+
+class ShardStreamLost(ShardError):
+    """A shard's stream failed mid-read and could not be resumed; the tar reader adds the member."""
+
+    def __init__(self, url: str, offset: int, reason: str):
+        self.url, self.offset, self.reason = url, offset, reason
+        super().__init__(self.at("the shard"))
+
+    def at(self, where: str) -> str:
+        """The message, naming what was being read (``member 'k.png'``)."""
+        return f"{self.url}: reading {where} at byte {self.offset}: {self.reason}"

@@ -7,7 +7,12 @@ seeked past, not read), decodes, applies ``transform`` and collates.
 Skip policy: with ``on_error="skip"`` a sample that fails to decode is logged and
 left out of its batch (the batch count is unchanged, so DDP ranks stay in step);
 past ``max_skipped`` skipped samples in one loader process the loader raises.
-Structural damage (a truncated shard, a bad header) always raises.
+Structural damage (a truncated shard, a bad header) always raises, and so does a shard whose
+bytes do not match the manifest's sha256: each worker hashes a shard on its last pass over it
+in the epoch (that pass reads the shard from byte 0 to its end; ``stream.py`` says what is
+verified when). A dropped connection is resumed at the byte it reached (``FRUGALCV_IO_ATTEMPTS``).
+An error in a worker reaches the training process as the same one-line error, without the
+worker's traceback.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from frugalcv.sharding import storage
 from frugalcv.sharding.decode import decode_sample
 from frugalcv.sharding.manifest import load_manifest
 from frugalcv.sharding.order import batch_slices, epoch_order, rank_positions
+from frugalcv.sharding.stream import ShardStream
 from frugalcv.sharding.tario import iter_samples_raw
 
 log = logging.getLogger(__name__)
@@ -85,11 +91,23 @@ def _ignore_stop_signals(_worker_id: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: signal.alarm(30))
 
 
+class _WorkerFailure:
+    """A frugalcv error raised in a worker, sent to the training process as a batch would be."""
+
+    def __init__(self, error: FrugalError):
+        self.shard_error = isinstance(error, ShardError)
+        self.message = str(error)
+
+    def raise_it(self):
+        raise (ShardError if self.shard_error else FrugalError)(self.message) from None
+
+
 class _EpochStream(IterableDataset):
     """One rank's batches of one epoch; split across DataLoader workers by batch index."""
 
     def __init__(self, urls, firsts, ids, batches, transform, collate, on_error, max_skipped, seed_base=None,
-                 sample_bytes=None, cache_bytes: int = 32 << 20, window_shards: int = 8):
+                 sample_bytes=None, cache_bytes: int = 32 << 20, window_shards: int = 8,
+                 digests=None, shard_bytes=None):
         self.urls, self.firsts, self.ids, self.batches = urls, firsts, ids, batches
         #: (seed, epoch, start, rank, world): random transforms are reseeded per batch from these
         self.seed_base = seed_base
@@ -98,6 +116,8 @@ class _EpochStream(IterableDataset):
         #: mean bytes of a sample in each shard, and the raw bytes a worker may hold ahead of use
         self.sample_bytes = sample_bytes
         self.cache_bytes, self.window_shards = cache_bytes, window_shards
+        #: each shard's sha256 and size from the manifest (digests None: not checked)
+        self.digests, self.shard_bytes = digests, shard_bytes
 
     def _chunk(self, s: int) -> int:
         """How many of its next samples of shard ``s`` a worker reads in one pass over the shard:
@@ -108,6 +128,15 @@ class _EpochStream(IterableDataset):
         return max(1, int(per_shard // max(1.0, self.sample_bytes[s])))
 
     def __iter__(self):
+        if get_worker_info() is None:
+            yield from self._batches()
+            return
+        try:
+            yield from self._batches()
+        except FrugalError as e:  # torch would re-raise it with the worker's traceback in its message
+            yield -1, _WorkerFailure(e)
+
+    def _batches(self):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         mine = list(range(wid, len(self.batches), nw))
@@ -133,7 +162,7 @@ class _EpochStream(IterableDataset):
                     s = int(np.searchsorted(self.firsts, gid, side="right") - 1)
                     chunk = need[s][taken[s]:taken[s] + self._chunk(s)]
                     taken[s] += len(chunk)
-                    self._load(s, {g - int(self.firsts[s]) for g in chunk}, cache)
+                    self._load(s, {g - int(self.firsts[s]) for g in chunk}, cache, last_pass=taken[s] == len(need[s]))
                     if gid not in cache:
                         raise ShardError(f"{self.urls[s]}: sample {gid - int(self.firsts[s])} is missing from the shard")
                 key, fields, url = cache.pop(gid)
@@ -150,22 +179,23 @@ class _EpochStream(IterableDataset):
                 samples.append(self.transform(sample) if self.transform else sample)
             yield hi, (self.collate(samples) if samples else None)
 
-    def _load(self, s: int, wanted: set[int], cache: dict) -> None:
-        """Read the ``wanted`` samples (indices within the shard) of shard ``s`` into ``cache``;
-        stops at the last one, seeking past the members of other samples."""
-        url = self.urls[s]
-        shown = storage.redact(url)
-        try:
-            f = storage.open_read(url)
-        except FileNotFoundError:
-            raise ShardError(f"{shown}: shard listed in the manifest is missing") from None
+    def _load(self, s: int, wanted: set[int], cache: dict, last_pass: bool = False) -> None:
+        """Read the ``wanted`` samples (indices within the shard) of shard ``s`` into ``cache``.
+
+        A pass stops at the last one, seeking past the members of other samples; the last pass
+        over a shard reads (and hashes) it to its end instead and checks its sha256.
+        """
+        verify = last_pass and self.digests is not None
+        sha256 = self.digests[s] if verify else None
+        size = self.shard_bytes[s] if verify else None
         first, last = int(self.firsts[s]), max(wanted)
-        with f:
-            for idx, key, fields in iter_samples_raw(f, shown, wanted):
+        with ShardStream(self.urls[s], sha256=sha256, size=size) as f:
+            for idx, key, fields in iter_samples_raw(f, f.shown, wanted):
                 if fields is not None:
-                    cache[first + idx] = (key, fields, shown)
+                    cache[first + idx] = (key, fields, f.shown)
                 if idx >= last:
                     break
+            f.finish()
 
 
 class ShardLoader:
@@ -182,6 +212,8 @@ class ShardLoader:
         cache_mb: raw sample bytes a worker reads ahead of use (per worker): a window larger than
             this is read in several passes over its shards, so memory does not grow with the
             dataset; raise it on object stores, where each pass is another ranged read.
+        check_sha256: hash each shard as it is read and raise ShardError naming it when it does
+            not match the manifest (each worker checks a shard on its last pass over it).
     """
 
     def __init__(
@@ -204,6 +236,7 @@ class ShardLoader:
         max_skipped: int = 100,
         prefetch_factor: int = 4,
         pin_memory: bool = False,
+        check_sha256: bool = True,
     ):
         if on_error not in ("raise", "skip"):
             raise FrugalError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -224,6 +257,8 @@ class ShardLoader:
         self._sizes = [s.samples for s in self.manifest.shards]
         self._firsts = np.asarray([s.first for s in self.manifest.shards], dtype=np.int64)
         self._sample_bytes = [s.bytes / max(1, s.samples) for s in self.manifest.shards]
+        self._digests = [s.sha256 for s in self.manifest.shards] if check_sha256 else None
+        self._shard_bytes = [s.bytes for s in self.manifest.shards]
         self.epoch, self.position = epoch, 0
 
     @property
@@ -253,6 +288,7 @@ class ShardLoader:
             self._urls, self._firsts, ids, batches, self.transform, self.collate, self.on_error, self.max_skipped,
             seed_base=(self.seed, self.epoch, start, self.rank, self.world_size),
             sample_bytes=self._sample_bytes, cache_bytes=self.cache_bytes, window_shards=self.window_shards,
+            digests=self._digests, shard_bytes=self._shard_bytes,
         )
         if self.num_workers > 0:
             it = iter(
@@ -271,6 +307,9 @@ class ShardLoader:
         else:
             it = iter(stream)
         for consumed, batch in it:
+            if isinstance(batch, _WorkerFailure):
+                it._shutdown_workers()  # now: the raised error's traceback keeps the iterator alive
+                batch.raise_it()
             self.position = start + int(consumed) * self.world_size
             if batch is not None:
                 yield batch

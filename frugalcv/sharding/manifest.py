@@ -19,6 +19,10 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 #: the smallest a tar member can be (a 512-byte header and one data block): bounds the samples a
 #: shard of a given size can declare, so a forged count cannot drive a huge allocation
 _MIN_SAMPLE_BYTES = 1024
+#: bounds on what a manifest may declare, so that forged sizes cannot drive huge allocations
+#: either: a shard is at most 1 TiB, a dataset at most 2**31 samples
+_MAX_SHARD_BYTES = 1 << 40
+_MAX_SAMPLES = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -89,10 +93,15 @@ class Manifest:
             manifest = cls(**d, location=location)
         except (TypeError, KeyError) as e:
             raise ShardError(f"{storage.redact(where)}: malformed manifest ({e})") from e
+        first = 0
         for i, shard in enumerate(manifest.shards):
-            problem = _shard_problem(shard, sum(s.samples for s in manifest.shards[:i]))
+            problem = _shard_problem(shard, first)
             if problem:
                 raise ShardError(f"{storage.redact(where)}: shards[{i}].{problem}")
+            first += shard.samples
+            if first > _MAX_SAMPLES:
+                raise ShardError(f"{storage.redact(where)}: shards[{i}].samples: the shards up to this one declare "
+                                 f"{first} samples, more than frugalcv reads in one dataset ({_MAX_SAMPLES})")
         return manifest
 
 
@@ -109,6 +118,8 @@ def _shard_problem(shard: ShardInfo, first: int) -> str | None:
     for name in ("samples", "bytes", "first"):
         if not _count(getattr(shard, name)):
             return f"{name}: {getattr(shard, name)!r} must be a non-negative integer"
+    if shard.bytes > _MAX_SHARD_BYTES:
+        return f"bytes: {shard.bytes} is larger than a shard can be ({_MAX_SHARD_BYTES})"
     if shard.first != first:
         return f"first: {shard.first} must equal the samples of the shards before it ({first})"
     if shard.samples * _MIN_SAMPLE_BYTES > shard.bytes:

@@ -10,34 +10,35 @@ from frugalcv.errors import ShardError
 from frugalcv.sharding import storage
 from frugalcv.sharding.decode import decode_sample
 from frugalcv.sharding.manifest import Manifest, load_manifest
+from frugalcv.sharding.stream import ShardStream
 from frugalcv.sharding.tario import iter_samples_raw
 
 
-def iter_samples(url: str, decode: bool = True) -> Iterator[dict]:
+def iter_samples(url: str, decode: bool = True, check_sha256: bool = True) -> Iterator[dict]:
     """Every sample of the dataset at ``url`` in stored order, decoded to numpy values.
 
-    With ``decode=False`` samples are ``{"key", "fields": {ext: bytes}}``.
-    Raises ShardError naming the shard and member on truncation or decode failure.
+    With ``decode=False`` samples are ``{"key", "fields": {ext: bytes}}``. Each shard's bytes
+    are hashed as they stream by and checked against the manifest at the shard's end (its
+    samples have been yielded by then; see ``stream.py``). A dropped connection is resumed
+    at the byte it reached. Raises ShardError naming the shard (and member) on a sha256 or
+    size mismatch, truncation, decode failure or a connection that does not come back.
     """
     m = load_manifest(url)
     for i in range(len(m.shards)):
-        yield from iter_shard(m, i, decode=decode)
+        yield from iter_shard(m, i, decode=decode, check_sha256=check_sha256)
 
 
-def iter_shard(m: Manifest, i: int, decode: bool = True) -> Iterator[dict]:
-    url = m.shard_url(i)
-    shown = storage.redact(url)
+def iter_shard(m: Manifest, i: int, decode: bool = True, check_sha256: bool = True) -> Iterator[dict]:
+    info = m.shards[i]
     count = 0
-    try:
-        f = storage.open_read(url)
-    except FileNotFoundError:
-        raise ShardError(f"{shown}: shard listed in the manifest is missing") from None
-    with f:
+    with ShardStream(m.shard_url(i), sha256=info.sha256 if check_sha256 else None, size=info.bytes) as f:
+        shown = f.shown
         for _, key, fields in iter_samples_raw(f, shown):
             count += 1
             yield decode_sample(key, fields, shown) if decode else {"key": key, "fields": fields}
-    if count != m.shards[i].samples:
-        raise ShardError(f"{shown}: holds {count} samples but the manifest says {m.shards[i].samples}")
+        f.finish()
+    if count != info.samples:
+        raise ShardError(f"{shown}: holds {count} samples but the manifest says {info.samples}")
 
 
 @dataclass

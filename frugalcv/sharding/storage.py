@@ -9,6 +9,10 @@ Storage options for a root (a pipeline's ``storage.options``) are registered wit
 through ``FRUGALCV_STORAGE_OPTIONS`` (the environment, never a file). ``s3://KEY:SECRET@bucket/...``
 is accepted and becomes the ``key``/``secret`` options. :func:`redact` is the one function that
 every URL and message shown, logged, tracked or written goes through.
+
+Retries: ``FRUGALCV_IO_ATTEMPTS`` (default 5) attempts with exponential backoff from
+``FRUGALCV_IO_BACKOFF_S`` seconds (default 0.5, doubling, with jitter, at most 20 s).
+Streaming reads of object-store files fetch ``FRUGALCV_IO_BLOCK_BYTES`` (default 4 MiB) a request.
 """
 
 from __future__ import annotations
@@ -170,23 +174,51 @@ def parent(url: str) -> str:
     return url.rsplit("/", 1)[0] if "/" in url else "."
 
 
+#: words in the class names of botocore/aiohttp/http.client errors that mean the connection failed
+#: or a response was cut short (they do not derive from the builtin ConnectionError/TimeoutError)
+_TRANSIENT_NAMES = ("Connection", "Timeout", "IncompleteRead", "ResponseStreaming", "ClientPayload", "HTTPClientError")
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: network trouble, throttling, timeouts; not missing files."""
+    """Errors worth retrying: network trouble, throttling, timeouts, cut-short responses; not missing files."""
     if isinstance(exc, (*_PERMANENT, FrugalError, ValueError, KeyError)):
         return False
     if isinstance(exc, OSError | ConnectionError | TimeoutError):
         return True
-    # botocore/aiohttp errors do not derive from the builtin ones
-    return any("Connection" in c.__name__ or "Timeout" in c.__name__ for c in type(exc).__mro__)
+    return any(word in c.__name__ for c in type(exc).__mro__ for word in _TRANSIENT_NAMES)
 
 
-def with_retries(fn: Callable[[], T], what: str, attempts: int | None = None, base_delay: float = 0.5) -> T:
+def _env_number(name: str, default: float, cast=float):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise FrugalError(f"${name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise FrugalError(f"${name}={raw!r} must be > 0")
+    return value
+
+
+def io_attempts() -> int:
+    """How many times a storage operation is tried: $FRUGALCV_IO_ATTEMPTS, default 5."""
+    return _env_number("FRUGALCV_IO_ATTEMPTS", 5, int)
+
+
+def retry_delay(failures: int, base_delay: float | None = None) -> float:
+    """Seconds to wait after ``failures`` failed attempts (1, 2, ...): exponential, jittered, capped."""
+    base = _env_number("FRUGALCV_IO_BACKOFF_S", 0.5) if base_delay is None else base_delay
+    return min(base * 2 ** (failures - 1), 20.0) * (0.5 + random.random())
+
+
+def with_retries(fn: Callable[[], T], what: str, attempts: int | None = None, base_delay: float | None = None) -> T:
     """Call ``fn`` with exponential backoff (and jitter) on transient errors.
 
     The final error names ``what`` (a redacted URL). Attempts default to
-    ``FRUGALCV_IO_ATTEMPTS`` or 5.
+    ``FRUGALCV_IO_ATTEMPTS`` or 5, the first delay to ``FRUGALCV_IO_BACKOFF_S`` or 0.5 s.
     """
-    attempts = attempts or int(os.environ.get("FRUGALCV_IO_ATTEMPTS", "5"))
+    attempts = attempts or io_attempts()
     for i in range(attempts):
         try:
             return fn()
@@ -202,7 +234,7 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int | None = None, ba
                         f"{redact(what)}: giving up after {attempts} attempts: {type(exc).__name__}: {redact(exc)}"
                     ) from exc
                 raise
-            delay = min(base_delay * 2**i, 20.0) * (0.5 + random.random())
+            delay = retry_delay(i + 1, base_delay)
             log.warning("%s: %s (attempt %d/%d), retrying in %.1fs", redact(what), type(exc).__name__, i + 1, attempts, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
@@ -257,12 +289,18 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
     with_retries(put, url)
 
 
-def open_read(url: str, block_size: int = 4 << 20):
-    """Open for streaming reads (with retries on open)."""
+def open_read_once(url: str, block_size: int | None = None):
+    """Open for streaming reads, one attempt (the caller retries)."""
     fs, path = url_to_fs(url)
     if "file" in _protocols(fs):
-        return with_retries(lambda: open(path, "rb", buffering=1 << 20), url)
-    return with_retries(lambda: fs.open(path, "rb", block_size=block_size, cache_type="readahead"), url)
+        return open(path, "rb", buffering=1 << 20)
+    block_size = block_size or _env_number("FRUGALCV_IO_BLOCK_BYTES", 4 << 20, int)
+    return fs.open(path, "rb", block_size=block_size, cache_type="readahead")
+
+
+def open_read(url: str, block_size: int | None = None):
+    """Open for streaming reads (with retries on open)."""
+    return with_retries(lambda: open_read_once(url, block_size), url)
 
 
 _load_env_options()

@@ -14,7 +14,7 @@ import tarfile
 from collections.abc import Iterator
 from zlib import adler32
 
-from frugalcv.errors import ShardError
+from frugalcv.errors import ShardError, ShardStreamLost
 
 BLOCK = 512
 _RECORD = tarfile.RECORDSIZE  # tarfile pads the archive to a multiple of this
@@ -93,52 +93,58 @@ def iter_members(f, url: str, wanted=None) -> Iterator[tuple[int, str, str, byte
     current_key = None
     long_name = None
     last_member = "(start of archive)"
+    reading = None  # the member whose data is being read (None: a header)
     read = f.read
-    while True:
-        header = read(BLOCK)
-        if len(header) == 0:
-            raise ShardError(f"{url}: truncated shard: archive ends without an end marker after {last_member!r}")
-        if len(header) < BLOCK:
-            raise ShardError(f"{url}: truncated shard: partial header after member {last_member!r}")
-        if header == _ZERO_BLOCK:
-            return
-        if not _checksum_ok(header):
-            raise ShardError(f"{url}: corrupt tar header after member {last_member!r} (bad checksum)")
-        size = _octal(header[124:136])
-        typeflag = header[156:157]
-        padded = (size + BLOCK - 1) // BLOCK * BLOCK
-        if typeflag == b"L":  # GNU long name: the data is the next member's name
-            raw = read(padded)
-            if len(raw) < padded:
-                raise ShardError(f"{url}: truncated shard inside a long-name record after {last_member!r}")
-            long_name = raw[:size].rstrip(b"\0").decode()
-            continue
-        name = long_name or header[:100].rstrip(b"\0").decode()
-        prefix = header[345:500].rstrip(b"\0").decode() if header[257:262] == b"ustar" and header[257:265] != b"ustar  \0" else ""
-        if prefix:
-            name = f"{prefix}/{name}"
-        long_name = None
-        if typeflag not in (b"0", b"\0"):
-            if padded:
-                f.seek(padded, io.SEEK_CUR)
-            continue
-        base = name.rsplit("/", 1)[-1]
-        dirpart = name[: len(name) - len(base)]
-        key, _, ext = base.partition(".")
-        key = dirpart + key
-        if key != current_key:
-            current_key = key
-            sample += 1
-        last_member = name
-        if wanted is not None and sample not in wanted:
-            if padded:
-                f.seek(padded, io.SEEK_CUR)
-            yield sample, key, ext, None
-            continue
-        data = read(padded)
-        if len(data) < padded:
-            raise ShardError(f"{url}: truncated shard: member {name!r} has {max(0, len(data))} of {size} bytes")
-        yield sample, key, ext, (data if padded == size else data[:size])
+    try:
+        while True:
+            reading = None
+            header = read(BLOCK)
+            if len(header) == 0:
+                raise ShardError(f"{url}: truncated shard: archive ends without an end marker after {last_member!r}")
+            if len(header) < BLOCK:
+                raise ShardError(f"{url}: truncated shard: partial header after member {last_member!r}")
+            if header == _ZERO_BLOCK:
+                return
+            if not _checksum_ok(header):
+                raise ShardError(f"{url}: corrupt tar header after member {last_member!r} (bad checksum)")
+            size = _octal(header[124:136])
+            typeflag = header[156:157]
+            padded = (size + BLOCK - 1) // BLOCK * BLOCK
+            if typeflag == b"L":  # GNU long name: the data is the next member's name
+                raw = read(padded)
+                if len(raw) < padded:
+                    raise ShardError(f"{url}: truncated shard inside a long-name record after {last_member!r}")
+                long_name = raw[:size].rstrip(b"\0").decode()
+                continue
+            name = long_name or header[:100].rstrip(b"\0").decode()
+            prefix = header[345:500].rstrip(b"\0").decode() if header[257:262] == b"ustar" and header[257:265] != b"ustar  \0" else ""
+            if prefix:
+                name = f"{prefix}/{name}"
+            long_name = None
+            if typeflag not in (b"0", b"\0"):
+                if padded:
+                    f.seek(padded, io.SEEK_CUR)
+                continue
+            base = name.rsplit("/", 1)[-1]
+            dirpart = name[: len(name) - len(base)]
+            key, _, ext = base.partition(".")
+            key = dirpart + key
+            if key != current_key:
+                current_key = key
+                sample += 1
+            last_member = reading = name
+            if wanted is not None and sample not in wanted:
+                if padded:
+                    f.seek(padded, io.SEEK_CUR)
+                yield sample, key, ext, None
+                continue
+            data = read(padded)
+            if len(data) < padded:
+                raise ShardError(f"{url}: truncated shard: member {name!r} has {max(0, len(data))} of {size} bytes")
+            yield sample, key, ext, (data if padded == size else data[:size])
+    except ShardStreamLost as e:  # a dropped connection that did not come back: name the member
+        where = f"member {reading!r}" if reading else f"the tar header after member {last_member!r}"
+        raise ShardError(e.at(where)) from None
 
 
 def iter_samples_raw(f, url: str, wanted=None) -> Iterator[tuple[int, str, dict[str, bytes] | None]]:

@@ -95,12 +95,25 @@ def test_transform_runs_in_workers(dataset):
     assert batch["x"].shape == (5, 8, 8, 3) and str(batch["x"].dtype) == "torch.float32"
 
 
+def restamp_manifest(folder):
+    """Record the shards' current sha256 in the manifest."""
+    import hashlib
+    import json
+
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for shard in manifest["shards"]:
+        shard["sha256"] = hashlib.sha256((folder / shard["url"]).read_bytes()).hexdigest()
+    path.write_text(json.dumps(manifest))
+
+
 def test_skip_policy_counts_and_fails_past_threshold(tmp_path):
     write_shards("synthetic-test", "10", str(tmp_path), split="train", progress=False)
     shard = tmp_path / "train" / "train-000000.tar"
     data = bytearray(shard.read_bytes())
     data[3 * 512 + 16 : 3 * 512 + 24] = b"\xff" * 8  # break s00000.png
     shard.write_bytes(bytes(data))
+    restamp_manifest(tmp_path / "train")  # as if the source image was broken when the shard was written
     url = str(tmp_path / "train")
     with pytest.raises(ShardError, match="s00000.png failed to decode"):
         list(ShardLoader(url, 4, shuffle=False))
