@@ -89,16 +89,42 @@ def _tracker(cfg: PipelineConfig, run_id: str, enabled: bool):
 
 def _local_experiment(cfg: PipelineConfig) -> None:
     """Create the experiment with its artifacts under ``<storage.root>/mlartifacts``: a database
-    store's default artifact root is ``./mlruns`` of whatever folder the command ran in."""
-    from mlflow import MlflowClient
+    store's default artifact root is ``./mlruns`` of whatever folder the command ran in. Opening the
+    store creates a new sqlite file once, under its lock, however many runs start together."""
+    from frugalcv.workflows.pipeline.mlflow_ops import retry_locked
+    from frugalcv.workflows.pipeline.mlflow_store import open_client
+
+    name = cfg.tracking.experiment
+    try:
+        client = open_client(cfg.tracking.uri)
+        if retry_locked(lambda: client.get_experiment_by_name(name)) is not None:
+            return
+        root = cfg.storage.root.removeprefix("file://")
+        try:
+            retry_locked(lambda: client.create_experiment(name, artifact_location=os.path.join(root, "mlartifacts")))
+        except Exception:
+            if retry_locked(lambda: client.get_experiment_by_name(name)) is None:
+                raise
+            # another run starting at the same moment created it
+    except Exception as e:  # the Tracker degrades to its outbox; never stop a run for tracking
+        log.warning("could not prepare MLflow experiment %s: %s: %s", name, type(e).__name__,
+                    str(e).strip().splitlines()[0] if str(e).strip() else "")
+
+
+def mlflow_ids(root: str, run_id: str) -> dict[str, str]:
+    """Placeholder -> real MLflow run id for the runs of ``run_id`` created while the store was
+    unreachable and since replayed (``frugalcv sync``, or the end of the pipeline)."""
+    from frugalcv.workflows.pipeline.outbox import Outbox
 
     try:
-        client = MlflowClient(cfg.tracking.uri)
-        if client.get_experiment_by_name(cfg.tracking.experiment) is None:
-            root = cfg.storage.root.removeprefix("file://")
-            client.create_experiment(cfg.tracking.experiment, artifact_location=os.path.join(root, "mlartifacts"))
-    except Exception as e:  # the Tracker degrades to its outbox; never stop a run for tracking
-        log.warning("could not prepare MLflow experiment %s: %s", cfg.tracking.experiment, e)
+        return Outbox(L.run_url(root, run_id)).ids()
+    except Exception as e:  # an unreadable map only means placeholders are shown
+        log.debug("no outbox id map for run %s: %s", run_id, e)
+        return {}
+
+
+def _real_id(mlflow_id: str | None, ids: dict[str, str]) -> str | None:
+    return ids.get(mlflow_id, mlflow_id) if mlflow_id else mlflow_id
 
 
 # ------------------------------------------------------------------------------------ running
@@ -194,7 +220,9 @@ def _prepare(cfg: PipelineConfig, stage: str, store: L.RunStore, executor, track
     if hit is not None:
         rec = store.mark_cached(stage, hit)
         if parent:
-            child = tracker.start_stage(parent, stage, fp, tags={"frugalcv.cached_from_run": hit.mlflow_run_id or "",
+            source_run = _real_id(hit.mlflow_run_id, mlflow_ids(cfg.storage.root, hit.run_id)) if hit.run_id \
+                else hit.mlflow_run_id
+            child = tracker.start_stage(parent, stage, fp, tags={"frugalcv.cached_from_run": source_run or "",
                                                                  "frugalcv.cached_from": rec.cached_from or ""})
             if child:
                 tracker.log_metrics(rec.metrics, run_id=child)
@@ -457,12 +485,13 @@ def status(run_id: str, root: str) -> dict[str, Any]:
     rid, cfg, meta = load_run(run_id, root)
     store = L.RunStore(root, rid)
     records = store.records()
+    ids = mlflow_ids(root, rid)  # records keep the placeholders of runs made offline; show the real ids
     stages = []
     for st in cfg.stages:
         rec = records.get(st.name) or L.StageRecord(stage=st.name)
         seconds = round(rec.ended - rec.started, 1) if rec.started and rec.ended else None
         stages.append({"stage": st.name, "uses": st.uses, "state": rec.state, "fingerprint": rec.fingerprint,
-                       "mlflow_run_id": rec.mlflow_run_id, "slurm_job_ids": list(rec.slurm_job_ids),
+                       "mlflow_run_id": _real_id(rec.mlflow_run_id, ids), "slurm_job_ids": list(rec.slurm_job_ids),
                        "metrics": dict(rec.metrics), "outputs": dict(rec.outputs), "error": rec.error,
                        "cached_from": rec.cached_from, "attempts": rec.attempts, "started": rec.started,
                        "ended": rec.ended, "seconds": seconds})
@@ -470,7 +499,7 @@ def status(run_id: str, root: str) -> dict[str, Any]:
             "status": meta.get("status", "running"), "executor": meta.get("executor"),
             "created": meta.get("created"), "ended": meta.get("ended"),
             "mlflow": {"uri": cfg.tracking.uri, "experiment": cfg.tracking.experiment,
-                       "parent_run_id": meta.get("mlflow_parent_run_id")},
+                       "parent_run_id": _real_id(meta.get("mlflow_parent_run_id"), ids)},
             "stages": stages}
 
 
