@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,17 @@ LOCK_TIMEOUT_S = 120.0
 
 _opened: set[str] = set()  # sqlite stores this process has already created or checked
 _opened_guard = threading.Lock()
+
+
+class _QuietLocked(logging.Filter):
+    """MLflow logs a traceback for every sqlite "database is locked" before raising it; the caller
+    retries it with backoff and warns in one line if it gives up, so the traceback is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "database is locked" not in record.getMessage()
+
+
+_QUIET = _QuietLocked()
 
 
 def sqlite_path(uri: str) -> str | None:
@@ -79,6 +91,8 @@ def open_client(uri: str, lock_timeout_s: float = LOCK_TIMEOUT_S) -> MlflowClien
     if sqlite_path(uri) is None:
         return MlflowClient(tracking_uri=uri)
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (a second of imports: not under the lock)
+
+    logging.getLogger("mlflow.store.db.utils").addFilter(_QUIET)  # added once: filters are a set
 
     with _opened_guard:
         if uri in _opened:  # MLflow keeps the store of a URI for the process's lifetime

@@ -83,23 +83,22 @@ def _tracker(cfg: PipelineConfig, run_id: str, enabled: bool):
     from frugalcv.workflows.pipeline.tracking import Tracker
 
     if cfg.tracking.uri.startswith("sqlite:") and cfg.storage.is_local:
-        _local_experiment(cfg)
+        local_experiment(cfg.tracking.uri, cfg.tracking.experiment, cfg.storage.root)
     return Tracker(cfg.tracking.uri, root=cfg.storage.root, run_id=run_id, experiment=cfg.tracking.experiment)
 
 
-def _local_experiment(cfg: PipelineConfig) -> None:
-    """Create the experiment with its artifacts under ``<storage.root>/mlartifacts``: a database
-    store's default artifact root is ``./mlruns`` of whatever folder the command ran in. Opening the
-    store creates a new sqlite file once, under its lock, however many runs start together."""
+def local_experiment(uri: str, name: str, root: str) -> None:
+    """Create experiment ``name`` of a sqlite store with its artifacts under ``<root>/mlartifacts``:
+    a database store's default artifact root is ``./mlruns`` of whatever folder the command ran in.
+    Opening the store creates a new sqlite file once, under its lock, however many runs start together."""
     from frugalcv.workflows.pipeline.mlflow_ops import retry_locked
     from frugalcv.workflows.pipeline.mlflow_store import open_client
 
-    name = cfg.tracking.experiment
     try:
-        client = open_client(cfg.tracking.uri)
+        client = open_client(uri)
         if retry_locked(lambda: client.get_experiment_by_name(name)) is not None:
             return
-        root = cfg.storage.root.removeprefix("file://")
+        root = root.removeprefix("file://")
         try:
             retry_locked(lambda: client.create_experiment(name, artifact_location=os.path.join(root, "mlartifacts")))
         except Exception:
