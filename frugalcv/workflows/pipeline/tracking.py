@@ -128,8 +128,9 @@ class Tracker:
     them calls made while the store is unreachable are dropped with a warning. Each HTTP call
     waits at most ``timeout_s`` with ``max_retries`` retries; after one failure that is not a
     refusal of the request (unreachable, locked, the client not created) the tracker stays
-    offline (queuing) for its lifetime. The MLflow client is created on first use. Logging methods log to ``run_id`` if given,
-    else the current stage run (``stage_run_id``, settable), else the pipeline run.
+    offline (queuing) for its lifetime. The MLflow client is created on first use. Logging
+    methods log to ``run_id`` if given, else the current stage run (``stage_run_id``, settable),
+    else the pipeline run.
     """
 
     def __init__(self, uri: str, root: str | None = None, run_id: str | None = None, experiment: str | None = None,
@@ -178,7 +179,7 @@ class Tracker:
                     return retry_locked(lambda: apply_record(self.client, op, args, ids, self._experiments))
             except Exception as e:
                 if is_rejected(e):
-                    log.warning("MLflow %s refused (training goes on): %s", op, _first_line(e))
+                    log.warning("MLflow %s refused (training goes on): %s", op, storage.redact(_first_line(e)))
                     return None
                 self._go_offline(e)
         return self._queue(op, args)
@@ -342,7 +343,7 @@ class Tracker:
                 return [r.info.run_id for r in runs]
         except Exception as e:
             if is_rejected(e):
-                log.warning("MLflow search failed: %s", _first_line(e))
+                log.warning("MLflow search failed: %s", storage.redact(_first_line(e)))
                 return []
             self._go_offline(e)
             return []
