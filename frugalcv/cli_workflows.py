@@ -184,10 +184,27 @@ def cmd_status(args) -> int:
     else:
         print(f"pipeline {st['pipeline']} run {st['run_id']}: {st['status']} (executor {st['executor']})")
         print(results_table(st))
+        _print_mlflow(st)
         for s in st["stages"]:
             if s["error"]:
                 print(f"\n[{s['stage']}] {s['state']}:\n{s['error']}")
     return 0 if st["status"] in ("finished", "running") else 1
+
+
+def _print_mlflow(st: dict) -> None:
+    """Where the run is tracked; a run still queued in the outbox says how to send it."""
+    from frugalcv.sharding.storage import redact
+    from frugalcv.workflows.pipeline.outbox import is_placeholder
+
+    parent = st["mlflow"]["parent_run_id"]
+    if not parent:
+        return
+    where = f"experiment {st['mlflow']['experiment']} at {redact(st['mlflow']['uri'])}"
+    if any(is_placeholder(i) for i in [parent] + [s["mlflow_run_id"] for s in st["stages"]]):
+        print(f"mlflow: not all sent yet ({where} could not be used); send the rest with: "
+              f"frugalcv sync {st['run_id']} --root {st['root']}")
+    else:
+        print(f"mlflow: run {parent}, {where}")
 
 
 def cmd_resume(args) -> int:
@@ -207,11 +224,14 @@ def cmd_cancel(args) -> int:
 
 def cmd_sync(args) -> int:
     from frugalcv.workflows.pipeline.lineage import run_url
-    from frugalcv.workflows.pipeline.runner import resolve_run_id
+    from frugalcv.workflows.pipeline.runner import load_run, local_experiment
     from frugalcv.workflows.pipeline.tracking import sync_run
 
     root = _root(args)
-    rid = resolve_run_id(args.run, root)
+    rid, cfg, _ = load_run(args.run, root)
+    target = args.uri or cfg.tracking.uri
+    if target.startswith("sqlite:") and cfg.storage.is_local:  # artifacts beside the runs, not in ./mlruns
+        local_experiment(target, cfg.tracking.experiment, cfg.storage.root)
     report = sync_run(run_url(root, rid), uri=args.uri)
     from frugalcv.workflows.pipeline.redact import redact
 

@@ -7,10 +7,13 @@ while the store was unreachable (``outbox.py``), mapped to real ids as the repla
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import random
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +23,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from frugalcv.sharding import storage
+from frugalcv.workflows.pipeline.mlflow_store import open_client
 from frugalcv.workflows.pipeline.outbox import Outbox, is_placeholder
 from frugalcv.workflows.pipeline.redact import live_tracking_uri, register_tracking_uri
 
@@ -30,6 +34,11 @@ TAG = "frugalcv."
 RUN_REF_TAGS = ("mlflow.parentRunId", "frugalcv.parent_stage_runs", "frugalcv.cached_from_run")
 #: of those, the ones naming runs of this pipeline run (a placeholder there waits for its create)
 _SAME_RUN_REFS = ("mlflow.parentRunId", "frugalcv.parent_stage_runs")
+#: MLflow error codes for a request the store refused for what it says (sending it again changes nothing)
+REJECTED_CODES = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST",
+                            "INVALID_STATE", "BAD_REQUEST"})
+#: how long one call retries a sqlite "database is locked" (with backoff) before it is queued
+LOCKED_RETRY_S = 30.0
 
 
 # ------------------------------------------------------------------------------------ errors
@@ -39,10 +48,7 @@ def is_unreachable(exc: BaseException) -> bool:
     """The tracking store cannot be reached (refused, timed out, 5xx from a proxy, sqlite locked)."""
     import requests
 
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
+    for e in _chain(exc):
         if isinstance(e, requests.ConnectionError | requests.Timeout | ConnectionError | TimeoutError):
             return True
         text = str(e)
@@ -52,8 +58,48 @@ def is_unreachable(exc: BaseException) -> bool:
             return True
         if type(e).__name__ == "OperationalError" and ("locked" in text or "unable to open" in text):
             return True
+    return is_locked(exc)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
         e = e.__cause__ or e.__context__
-    return False
+
+
+def is_locked(exc: BaseException) -> bool:
+    """A sqlite store (local, or behind a server) answered "database is locked": worth retrying."""
+    return any("database is locked" in str(e) or "database table is locked" in str(e) for e in _chain(exc))
+
+
+def is_rejected(exc: BaseException) -> bool:
+    """The call itself is at fault, not the store: MLflow refused its content (e.g. a param changing
+    value) or its arguments are bad (a missing artifact file). Sending it again changes nothing."""
+    if is_locked(exc) or is_unreachable(exc):
+        return False
+    if isinstance(exc, MlflowException):
+        return exc.error_code in REJECTED_CODES
+    return isinstance(exc, ValueError | TypeError | KeyError | FileNotFoundError | IsADirectoryError |
+                      NotADirectoryError)
+
+
+def retry_locked(fn: Callable[[], Any], budget_s: float = LOCKED_RETRY_S) -> Any:
+    """``fn()``, tried again with jittered exponential backoff while sqlite says "database is locked",
+    for at most ``budget_s`` in all; the last error is raised after that (other errors at once)."""
+    deadline = time.monotonic() + budget_s
+    delay = 0.05
+    while True:
+        try:
+            return fn()
+        except Exception as e:
+            if not is_locked(e) or time.monotonic() + delay > deadline:
+                raise
+            log.debug("sqlite store locked; retrying in %.2fs", delay)
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
 
 
 # ------------------------------------------------------------------------------------ replay
@@ -195,16 +241,19 @@ def sync_run(run_dir: str, uri: str | None = None, timeout_s: float = 30.0) -> S
     shown = register_tracking_uri(uri) if uri else None
     for i, rec in enumerate(todo):
         target = shown or rec["uri"]
-        client = clients.setdefault(target, MlflowClient(tracking_uri=live_tracking_uri(target)))
         before = dict(ids)
         try:
+            if target not in clients:
+                clients[target] = open_client(live_tracking_uri(target))
+            client, known = clients[target], experiments.setdefault(target, {})
             with http_limits(timeout_s, 2):
-                apply_record(client, rec["op"], rec["args"], ids, experiments.setdefault(target, {}))
+                retry_locked(functools.partial(apply_record, client, rec["op"], rec["args"], ids, known))
         except Exception as e:
-            if is_unreachable(e):
+            if not is_rejected(e):  # the store is down or broken: keep the rest, in order, for later
                 report.remaining = len(todo) - i
-                log.warning("tracking store %s unreachable during sync; %d records left for the next sync",
-                            storage.redact(target), report.remaining)
+                log.warning("tracking store %s unusable during sync (%s: %s); %d records left for the next sync",
+                            storage.redact(target), type(e).__name__, storage.redact(str(e).strip()[:300]),
+                            report.remaining)
                 break
             error = storage.redact(f"{type(e).__name__}: {e}")
             box.mark_failed(rec["id"], error)

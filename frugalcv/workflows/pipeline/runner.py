@@ -85,24 +85,48 @@ def _tracker(cfg: PipelineConfig, run_id: str, enabled: bool):
     from frugalcv.workflows.pipeline.tracking import Tracker
 
     if cfg.tracking.uri.startswith("sqlite:") and cfg.storage.is_local:
-        _local_experiment(cfg)
+        local_experiment(cfg.tracking.uri, cfg.tracking.experiment, cfg.storage.root)
     return Tracker(cfg.tracking.uri, root=cfg.storage.root, run_id=run_id, experiment=cfg.tracking.experiment)
 
 
-def _local_experiment(cfg: PipelineConfig) -> None:
-    """Create the experiment with its artifacts under ``<storage.root>/mlartifacts``: a database
-    store's default artifact root is ``./mlruns`` of whatever folder the command ran in."""
-    from mlflow import MlflowClient
-
+def local_experiment(uri: str, name: str, root: str) -> None:
+    """Create experiment ``name`` of a sqlite store with its artifacts under ``<root>/mlartifacts``:
+    a database store's default artifact root is ``./mlruns`` of whatever folder the command ran in.
+    Opening the store creates a new sqlite file once, under its lock, however many runs start together."""
+    from frugalcv.workflows.pipeline.mlflow_ops import retry_locked
+    from frugalcv.workflows.pipeline.mlflow_store import open_client
     from frugalcv.workflows.pipeline.redact import live_tracking_uri
 
     try:
-        client = MlflowClient(live_tracking_uri(cfg.tracking.uri))
-        if client.get_experiment_by_name(cfg.tracking.experiment) is None:
-            root = cfg.storage.root.removeprefix("file://")
-            client.create_experiment(cfg.tracking.experiment, artifact_location=os.path.join(root, "mlartifacts"))
+        client = open_client(live_tracking_uri(uri))
+        if retry_locked(lambda: client.get_experiment_by_name(name)) is not None:
+            return
+        root = root.removeprefix("file://")
+        try:
+            retry_locked(lambda: client.create_experiment(name, artifact_location=os.path.join(root, "mlartifacts")))
+        except Exception:
+            if retry_locked(lambda: client.get_experiment_by_name(name)) is None:
+                raise
+            # another run starting at the same moment created it
     except Exception as e:  # the Tracker degrades to its outbox; never stop a run for tracking
-        log.warning("could not prepare MLflow experiment %s: %s", cfg.tracking.experiment, redact(e))
+        log.warning("could not prepare MLflow experiment %s: %s: %s", name, type(e).__name__,
+                    redact(str(e).strip().splitlines()[0] if str(e).strip() else ""))
+
+
+def mlflow_ids(root: str, run_id: str) -> dict[str, str]:
+    """Placeholder -> real MLflow run id for the runs of ``run_id`` created while the store was
+    unreachable and since replayed (``frugalcv sync``, or the end of the pipeline)."""
+    from frugalcv.workflows.pipeline.outbox import Outbox
+
+    try:
+        return Outbox(L.run_url(root, run_id)).ids()
+    except Exception as e:  # an unreadable map only means placeholders are shown
+        log.debug("no outbox id map for run %s: %s", run_id, e)
+        return {}
+
+
+def _real_id(mlflow_id: str | None, ids: dict[str, str]) -> str | None:
+    return ids.get(mlflow_id, mlflow_id) if mlflow_id else mlflow_id
 
 
 # ------------------------------------------------------------------------------------ running
@@ -205,7 +229,9 @@ def _prepare(cfg: PipelineConfig, stage: str, store: L.RunStore, executor, track
     if hit is not None:
         rec = store.mark_cached(stage, hit)
         if parent:
-            child = tracker.start_stage(parent, stage, fp, tags={"frugalcv.cached_from_run": hit.mlflow_run_id or "",
+            source_run = _real_id(hit.mlflow_run_id, mlflow_ids(cfg.storage.root, hit.run_id)) if hit.run_id \
+                else hit.mlflow_run_id
+            child = tracker.start_stage(parent, stage, fp, tags={"frugalcv.cached_from_run": source_run or "",
                                                                  "frugalcv.cached_from": rec.cached_from or ""})
             if child:
                 tracker.log_metrics(rec.metrics, run_id=child)
@@ -477,12 +503,13 @@ def status(run_id: str, root: str) -> dict[str, Any]:
     rid, cfg, meta = load_run(run_id, root)
     store = L.RunStore(root, rid)
     records = store.records()
+    ids = mlflow_ids(root, rid)  # records keep the placeholders of runs made offline; show the real ids
     stages = []
     for st in cfg.stages:
         rec = records.get(st.name) or L.StageRecord(stage=st.name)
         seconds = round(rec.ended - rec.started, 1) if rec.started and rec.ended else None
         stages.append({"stage": st.name, "uses": st.uses, "state": rec.state, "fingerprint": rec.fingerprint,
-                       "mlflow_run_id": rec.mlflow_run_id, "slurm_job_ids": list(rec.slurm_job_ids),
+                       "mlflow_run_id": _real_id(rec.mlflow_run_id, ids), "slurm_job_ids": list(rec.slurm_job_ids),
                        "metrics": dict(rec.metrics), "outputs": dict(rec.outputs), "error": rec.error,
                        "cached_from": rec.cached_from, "attempts": rec.attempts, "started": rec.started,
                        "ended": rec.ended, "seconds": seconds})
@@ -490,7 +517,7 @@ def status(run_id: str, root: str) -> dict[str, Any]:
             "status": meta.get("status", "running"), "executor": meta.get("executor"),
             "created": meta.get("created"), "ended": meta.get("ended"),
             "mlflow": {"uri": cfg.tracking.uri, "experiment": cfg.tracking.experiment,
-                       "parent_run_id": meta.get("mlflow_parent_run_id")},
+                       "parent_run_id": _real_id(meta.get("mlflow_parent_run_id"), ids)},
             "stages": stages}
 
 

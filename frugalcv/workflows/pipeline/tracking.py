@@ -1,10 +1,13 @@
 """MLflow tracking for pipeline runs: one parent run per pipeline run, one child run per stage.
 
 Only rank 0 uses a :class:`Tracker`. Every MLflow call goes through one place that never
-raises into training: when the tracking server is unreachable (short timeouts, no retries)
-the call is appended to the run folder's outbox (see ``outbox.py``) and a warning is logged
-once; :func:`sync_run` (``frugalcv sync RUN``) replays the outbox later. Calls that name a run
+raises into training: when the store cannot be used — the server unreachable (short timeouts,
+no retries), the client not created, a sqlite file still locked after ``LOCKED_RETRY_S`` of
+retries with backoff, any error but the store refusing the request itself — the call is
+appended to the run folder's outbox (see ``outbox.py``) and a warning is logged once;
+:func:`sync_run` (``frugalcv sync RUN``) replays the outbox later. Calls that name a run
 created while offline (a placeholder id) also go to the outbox, so records stay in order.
+A new sqlite store is created by one process at a time (``mlflow_store.py``).
 
 Lifecycle (driver, then each stage's rank 0)::
 
@@ -40,11 +43,14 @@ from frugalcv.workflows.pipeline.mlflow_ops import (
     SyncReport,
     apply_record,
     http_limits,
+    is_rejected,
     is_unreachable,
     mentions_placeholder,
+    retry_locked,
     sync_run,
     waits_for_placeholder,
 )
+from frugalcv.workflows.pipeline.mlflow_store import open_client
 from frugalcv.workflows.pipeline.outbox import Outbox, is_placeholder, new_placeholder
 from frugalcv.workflows.pipeline.redact import flatten, live_tracking_uri, register_tracking_uri, scrub
 
@@ -120,9 +126,11 @@ class Tracker:
 
     ``root`` and ``run_id`` locate the outbox (``<root>/runs/<run_id>/outbox.jsonl``); without
     them calls made while the store is unreachable are dropped with a warning. Each HTTP call
-    waits at most ``timeout_s`` with ``max_retries`` retries; after one unreachable answer the
-    tracker stays offline (queuing) for its lifetime. Logging methods log to ``run_id`` if given,
-    else the current stage run (``stage_run_id``, settable), else the pipeline run.
+    waits at most ``timeout_s`` with ``max_retries`` retries; after one failure that is not a
+    refusal of the request (unreachable, locked, the client not created) the tracker stays
+    offline (queuing) for its lifetime. The MLflow client is created on first use. Logging
+    methods log to ``run_id`` if given, else the current stage run (``stage_run_id``, settable),
+    else the pipeline run.
     """
 
     def __init__(self, uri: str, root: str | None = None, run_id: str | None = None, experiment: str | None = None,
@@ -134,7 +142,7 @@ class Tracker:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.system_metrics = system_metrics
-        self.client = MlflowClient(tracking_uri=live_tracking_uri(self.uri))
+        self._client: MlflowClient | None = None
         self.offline = False
         self.parent_run_id: str | None = None
         self.stage_run_id: str | None = None
@@ -142,6 +150,13 @@ class Tracker:
         self._monitor = None
 
     # ----------------------------------------------------------------------------- plumbing
+    @property
+    def client(self) -> MlflowClient:
+        """The MLflow client, created (and a new sqlite store migrated, once) on first use; may raise."""
+        if self._client is None:
+            self._client = open_client(live_tracking_uri(self.uri))
+        return self._client
+
     @property
     def outbox(self) -> Outbox | None:
         if self.root is None or self.run_id is None:
@@ -161,11 +176,10 @@ class Tracker:
         if not self.offline and not waits_for_placeholder(op, args, ids):
             try:
                 with http_limits(self.timeout_s, self.max_retries):
-                    return apply_record(self.client, op, args, ids, self._experiments)
+                    return retry_locked(lambda: apply_record(self.client, op, args, ids, self._experiments))
             except Exception as e:
-                if not is_unreachable(e):
-                    log.warning("MLflow %s failed (training goes on): %s: %s", op, type(e).__name__,
-                                storage.redact(e))
+                if is_rejected(e):
+                    log.warning("MLflow %s refused (training goes on): %s", op, storage.redact(_first_line(e)))
                     return None
                 self._go_offline(e)
         return self._queue(op, args)
@@ -178,8 +192,9 @@ class Tracker:
         box = self.outbox
         where = f"queuing calls in {storage.redact(box.url)}; replay with `frugalcv sync {self.run_id}`" \
             if box else "dropping tracking calls (no run folder for an outbox)"
-        log.warning("MLflow tracking store %s is unreachable (%s); training goes on, %s",
-                    storage.redact(self.uri), type(exc).__name__, where)
+        what = "is unreachable" if is_unreachable(exc) else "cannot be used"
+        log.warning("MLflow tracking store %s %s (%s: %s); training goes on, %s", storage.redact(self.uri), what,
+                    type(exc).__name__, storage.redact(_first_line(exc))[:300], where)
 
     def _queue(self, op: str, args: dict[str, Any]) -> Any:
         box = self.outbox
@@ -321,15 +336,16 @@ class Tracker:
             return []
         try:
             with http_limits(self.timeout_s, self.max_retries):
-                exp = self.client.get_experiment_by_name(self.experiment)
+                exp = retry_locked(lambda: self.client.get_experiment_by_name(self.experiment))
                 if exp is None:
                     return []
-                return [r.info.run_id for r in self.client.search_runs([exp.experiment_id], filter_string)]
+                runs = retry_locked(lambda: self.client.search_runs([exp.experiment_id], filter_string))
+                return [r.info.run_id for r in runs]
         except Exception as e:
-            if is_unreachable(e):
-                self._go_offline(e)
+            if is_rejected(e):
+                log.warning("MLflow search failed: %s", storage.redact(_first_line(e)))
                 return []
-            log.warning("MLflow search failed: %s", e)
+            self._go_offline(e)
             return []
 
     # ----------------------------------------------------------------------------- logging
@@ -409,9 +425,14 @@ class Tracker:
     def flush(self) -> SyncReport | None:
         """Replay this run's outbox now (e.g. at the end of the pipeline) if the store is back."""
         box = self.outbox
-        if box is None or not box.pending():
+        try:
+            if box is None or not box.pending():
+                return None
+            report = sync_run(box.run_dir, timeout_s=self.timeout_s)
+        except Exception as e:  # e.g. the run folder unreadable: the records stay for `frugalcv sync`
+            log.warning("could not replay tracking outbox now (%s: %s); run `frugalcv sync %s` later",
+                        type(e).__name__, _first_line(e), self.run_id)
             return None
-        report = sync_run(box.run_dir, timeout_s=self.timeout_s)
         if report.remaining == 0:
             self.offline = False
         return report
@@ -458,6 +479,11 @@ def _status(status: str) -> str:
     if s not in ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED"):
         raise ValueError(f"run status {status!r}: use one of {', '.join(STATUS)}")
     return s
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _truncate(text: str, limit: int) -> str:
