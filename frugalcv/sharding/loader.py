@@ -58,7 +58,7 @@ def _seed_batch(seed_base: tuple, lo: int) -> None:
     s = int(np.random.SeedSequence([int(seed), int(epoch), int(position), 0xA06]).generate_state(1)[0])
     random.seed(s)
     np.random.seed(s)
-    torch.manual_seed(s)
+    torch.default_generator.manual_seed(s)  # the CPU generator: torch.manual_seed also visits every device backend
 
 
 #: the worker-backed iterators still open; shut down before multiprocessing's own exit handler,
@@ -124,7 +124,7 @@ class _EpochStream(IterableDataset):
         its share of the cache budget (the window's shards are read interleaved)."""
         if self.sample_bytes is None:
             return 1 << 62
-        per_shard = self.cache_bytes // max(1, self.window_shards)
+        per_shard = self.cache_bytes // max(1, min(self.window_shards, len(self.urls)))
         return max(1, int(per_shard // max(1.0, self.sample_bytes[s])))
 
     def __iter__(self):

@@ -82,7 +82,9 @@ class SampleTransform:
             else:
                 image = TF.center_crop(TF.resize(image, round(size * 256 / 224), antialias=True), [size, size])
         elif size and tuple(image.shape[-2:]) != (size, size):
-            image = TF.resize(image, [size, size], antialias=True)
+            # what TF.resize does for uint8 on the CPU, without its per-call checks
+            image = F.interpolate(image.unsqueeze(0), size=(size, size), mode="bilinear", antialias=True,
+                                  align_corners=False).squeeze(0)
         return image.contiguous(), int(sample["label"])
 
 
