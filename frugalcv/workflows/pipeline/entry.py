@@ -22,6 +22,7 @@ import os
 import sys
 from typing import Any
 
+from frugalcv.errors import FrugalError
 from frugalcv.sharding import storage
 from frugalcv.workflows.pipeline.stages import (
     ArrayTask,
@@ -120,6 +121,10 @@ def run_spec(spec: dict[str, Any], printer=print, raise_preempted: bool = False)
         if raise_preempted:
             raise
         out = {"state": "interrupted", "message": str(e)}
+    except Exception as e:
+        if _out_of_memory(e):
+            raise out_of_memory_error(spec, ctx.device, e) from e
+        raise
     finally:
         if world > 1:
             from frugalcv.slurm.distributed import cleanup
@@ -130,6 +135,26 @@ def run_spec(spec: dict[str, Any], printer=print, raise_preempted: bool = False)
     if spec.get("result_path"):
         storage.write_bytes_atomic(spec["result_path"], json.dumps(out, indent=1, sort_keys=True).encode())
     return out
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+        return True
+    # the CPU allocator raises a plain RuntimeError
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+def out_of_memory_error(spec: dict[str, Any], device, exc: BaseException) -> FrugalError:
+    """What to do when a stage ran out of memory, naming the stage and the memory."""
+    where = f"GPU memory ({device})" if str(device).startswith("cuda") else "host memory"
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return FrugalError(
+        f"stage {spec['stage']} ran out of {where}: {detail}. Lower stages.{spec['stage']}.params.batch_size "
+        f"(or eval_batch_size) or stages.{spec['stage']}.num_workers, or try precision: bf16; under Slurm, raise "
+        f"stages.{spec['stage']}.resources.mem_gb. The run can continue from its last checkpoint: frugalcv resume "
+        f"{spec['run_id']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         handler.addFilter(RedactingFilter())
     with open(argv[0]) as f:
         spec = json.load(f)
-    out = run_spec(spec, printer=lambda text: print(text, flush=True))
+    try:
+        out = run_spec(spec, printer=lambda text: print(text, flush=True))
+    except FrugalError as e:  # a message for the user: the last line of the rank's log
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
     return 3 if out.get("state") == "interrupted" else 0
 
 
