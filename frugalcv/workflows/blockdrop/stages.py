@@ -115,7 +115,7 @@ def _pretrain_inputs(params: PretrainConfig, inputs) -> None:
 
 
 @kit.register_stage("blockdrop.pretrain", params=PretrainConfig, inputs=("val",), optional_inputs=("train",),
-                    outputs=("checkpoint",), check=_pretrain_inputs)
+                    outputs=("checkpoint",), check=_pretrain_inputs, model="checkpoint")
 def pretrain_stage(ctx: kit.StageContext) -> kit.StageResult:
     """Train (or, with ``epochs: 0``, only load ``weights`` of) the full ResNet; report val accuracy."""
     p: PretrainConfig = ctx.params
@@ -145,7 +145,7 @@ def pretrain_stage(ctx: kit.StageContext) -> kit.StageResult:
 
 
 @kit.register_stage("blockdrop.curriculum", params=CurriculumConfig, inputs=("checkpoint", "train"),
-                    optional_inputs=("val",), outputs=("checkpoint",))
+                    optional_inputs=("val",), outputs=("checkpoint",), model="checkpoint")
 def curriculum_stage(ctx: kit.StageContext) -> kit.StageResult:
     """Learn the policy against the frozen pretrained ResNet, one curriculum step per stage (Alg. 1)."""
     p: CurriculumConfig = ctx.params
@@ -175,7 +175,7 @@ def curriculum_stage(ctx: kit.StageContext) -> kit.StageResult:
 
 
 @kit.register_stage("blockdrop.finetune", params=FinetuneConfig, inputs=("checkpoint", "train"),
-                    optional_inputs=("val",), outputs=("checkpoint",))
+                    optional_inputs=("val",), outputs=("checkpoint",), model="checkpoint")
 def finetune_stage(ctx: kit.StageContext) -> kit.StageResult:
     """Finetune the ResNet and the policy jointly (the ResNet under the policies it will run with)."""
     p: FinetuneConfig = ctx.params
@@ -262,7 +262,8 @@ def evaluate_stage(ctx: kit.StageContext) -> kit.StageResult:
         ctx.printer(report.results_table([("BlockDrop", after.metrics)]))
     with open(ctx.path("metrics.json"), "w") as f:
         json.dump(after.metrics, f, indent=1, sort_keys=True)
-    ctx.tracker.log_artifact(ctx.path("report.md"), "report")
-    return kit.StageResult(metrics=metrics, outputs={"report": ctx.path("report.md"), "metrics": ctx.path("metrics.json")})
+    figures = [ctx.path(name) for name in report.FIGURES]
+    return kit.StageResult(metrics=metrics, outputs={"report": ctx.path("report.md"), "metrics": ctx.path("metrics.json")},
+                           artifacts={"report": [ctx.path("report.md"), *figures, ctx.path("metrics.json")]})
 
 
