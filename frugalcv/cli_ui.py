@@ -57,6 +57,10 @@ def server_command(tracking_uri: str, port: int, artifacts: str) -> list[str]:
             "--backend-store-uri", tracking_uri, "--artifacts-destination", artifacts]
 
 
+#: MLflow 3's UI shows its GenAI views unless the URL (or the user's toggle) asks for model training
+UI_QUERY = "?workflowType=machine_learning"
+
+
 def run_path(cfg, run_id: str | None, tracking_uri: str) -> str:
     """The UI route (``#/experiments/<id>/runs/<parent run>``) of the pipeline run, or of its experiment."""
     from mlflow import MlflowClient
@@ -67,14 +71,14 @@ def run_path(cfg, run_id: str | None, tracking_uri: str) -> str:
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     if exp is None:
-        return "#/experiments"
+        return "#/experiments" + UI_QUERY
     for key, value in EXPERIMENT_TAGS.items():  # stores made before frugalcv tagged its experiments
         if key not in exp.tags:
             client.set_experiment_tag(exp.experiment_id, key, value)
     parent = RunStore(cfg.storage.root, run_id).read_meta().get("mlflow_parent_run_id") if run_id else None
     if parent and not parent.startswith("offline-"):
-        return f"#/experiments/{exp.experiment_id}/runs/{parent}"
-    return f"#/experiments/{exp.experiment_id}/runs"
+        return f"#/experiments/{exp.experiment_id}/runs/{parent}{UI_QUERY}"
+    return f"#/experiments/{exp.experiment_id}/runs{UI_QUERY}"
 
 
 def _port_free(port: int) -> bool:

@@ -93,7 +93,7 @@ def check_ui_command(root: Path, rid: str, stage_run: str) -> None:
                 break
         print("\n".join(lines))
         url = lines[-1].split(": ", 1)[1]
-        assert re.fullmatch(rf"http://127\.0\.0\.1:{port}/#/experiments/\d+/runs/[0-9a-f]{{32}}", url), lines
+        assert re.fullmatch(rf"http://127\.0\.0\.1:{port}/#/experiments/\d+/runs/[0-9a-f]{{32}}\?workflowType=machine_learning", url), lines
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={stage_run}",
                                     timeout=10) as r:
             assert r.status == 200 and stage_run.encode() in r.read()
