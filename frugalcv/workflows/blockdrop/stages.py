@@ -125,6 +125,7 @@ def pretrain_stage(ctx: kit.StageContext) -> kit.StageResult:
         kit.load_pretrained(resnet, p.weights, allow_mismatch=("fc.",))
     prep = _preprocess(ctx, p)
     resnet = kit.place(ctx, resnet)
+    trainer = None
     if p.epochs > 0:
         data = _train_stream(ctx, prep, p)
         optimizer = pretrain_optimizer(resnet, p)
@@ -132,8 +133,8 @@ def pretrain_stage(ctx: kit.StageContext) -> kit.StageResult:
         schedule = lr_schedule(optimizer, p, data.steps_per_epoch)
         task = ClassificationTask(model, p.label_smoothing, p.drop_path, p.drop_path_rule)
         kit.seed(ctx, 1, per_rank=True)  # drop-path masks differ per rank
-        kit.fit(ctx, task, update, data, epochs=p.epochs, state=resnet, hooks=[kit.LRScheduleHook(schedule)],
-                log_every=p.log_every, log_prefix="pretrain ")
+        trainer = kit.fit(ctx, task, update, data, epochs=p.epochs, state=resnet,
+                          hooks=[kit.LRScheduleHook(schedule)], log_every=p.log_every, log_prefix="pretrain ")
     if not ctx.is_main:
         return kit.StageResult()
     accuracy = classification_accuracy(resnet, _eval_stream(ctx, "val", prep, p.eval_batch_size))
@@ -141,7 +142,8 @@ def pretrain_stage(ctx: kit.StageContext) -> kit.StageResult:
     url = ctx.path("model.pt")
     kit.save_state(url, {"model": p.model, "num_classes": p.num_classes, "debug": p.debug,
                          "preprocess": prep.to_dict(), "resnet": kit.unwrap(resnet).state_dict()})
-    return kit.StageResult(metrics={"val_accuracy": accuracy}, outputs={"checkpoint": url})
+    return kit.StageResult(metrics={"val_accuracy": accuracy}, outputs={"checkpoint": url},
+                           artifacts={"figures": kit.training_curves(ctx, trainer)})
 
 
 @kit.register_stage("blockdrop.curriculum", params=CurriculumConfig, inputs=("checkpoint", "train"),
@@ -171,7 +173,8 @@ def curriculum_stage(ctx: kit.StageContext) -> kit.StageResult:
     url = ctx.path("model.pt")
     kit.save_state(url, {**state, "resnet": resnet.state_dict(), "policy_model": p.policy,
                          "policy": policy.state_dict()})
-    return kit.StageResult(metrics=metrics, outputs={"checkpoint": url})
+    return kit.StageResult(metrics=metrics, outputs={"checkpoint": url},
+                           artifacts={"figures": kit.training_curves(ctx, trainer)})
 
 
 @kit.register_stage("blockdrop.finetune", params=FinetuneConfig, inputs=("checkpoint", "train"),
@@ -196,7 +199,8 @@ def finetune_stage(ctx: kit.StageContext) -> kit.StageResult:
     metrics.update(_policy_metrics(ctx, resnet, policy, prep, p.eval_batch_size, p.seed))
     url = ctx.path("model.pt")
     kit.save_state(url, {**state, "resnet": resnet.state_dict(), "policy": policy.state_dict()})
-    return kit.StageResult(metrics=metrics, outputs={"checkpoint": url})
+    return kit.StageResult(metrics=metrics, outputs={"checkpoint": url},
+                           artifacts={"figures": kit.training_curves(ctx, trainer)})
 
 
 @dataclass(kw_only=True)

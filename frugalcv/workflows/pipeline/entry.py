@@ -79,7 +79,8 @@ def _log_stage_config(tracker, spec: dict[str, Any], params: Any) -> None:
     from frugalcv.workflows.pipeline.schema import to_plain
 
     plain = to_plain(params) if not isinstance(params, dict) else dict(params)
-    keys = ("uses", "engine", "precision", "channels_last", "num_workers", "checkpoint_every", "smoke_steps")
+    keys = ("uses", "engine", "precision", "channels_last", "num_workers", "checkpoint_every", "checkpoint_every_s",
+            "smoke_steps")
     tracker.log_config({"stage": spec["stage"], **{k: spec.get(k) for k in keys}, "params": plain,
                         "inputs": dict(spec["inputs"])}, "config/stage.yaml")
 
