@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     from frugalcv import cli_workflows
 
     cli_workflows.add_commands(sub)
+    from frugalcv import cli_ui
+
+    cli_ui.add_command(sub)
     return p
 
 

@@ -13,15 +13,16 @@ A method's ``workflows/<method>/stages.py`` imports this module (and ``frugalcv.
         model, update = kit.distribute(ctx, net, torch.optim.SGD(net.parameters(), lr=ctx.params.lr))
         data = kit.stream(ctx, ctx.input("train"), ctx.params.batch_size, transform)
         kit.seed(ctx, per_rank=True)                        # sampling / drop-path differ per rank
-        kit.fit(ctx, Task(model), update, data, epochs=ctx.params.epochs, state=net)
-        ...
+        trainer = kit.fit(ctx, Task(model), update, data, epochs=ctx.params.epochs, state=net)
+        return kit.StageResult(metrics=..., outputs={"checkpoint": url},
+                               artifacts={"figures": kit.training_curves(ctx, trainer)})
 """
 
 from __future__ import annotations
 
 from frugalcv.workflows.engine.data import SMOKE_BATCH, EvalStream, TrainStream, stream
 from frugalcv.workflows.engine.device import autocast, to_device
-from frugalcv.workflows.engine.fit import MetricsHook, distribute, fit, seed, unwrap
+from frugalcv.workflows.engine.fit import MetricsHook, distribute, fit, seed, training_curves, unwrap
 from frugalcv.workflows.engine.fit import place_module as place
 from frugalcv.workflows.engine.trainer import EvalHook, HookBase, LoggingHook, LRScheduleHook, Trainer
 from frugalcv.workflows.engine.weights import load_pretrained, read_state, save_state
@@ -32,5 +33,5 @@ __all__ = [
     "SMOKE_BATCH", "EvalHook", "EvalStream", "FieldError", "HookBase", "LRScheduleHook", "LoggingHook", "MetricsHook",
     "StageContext", "StageInterrupted", "StageResult", "TrainStream", "Trainer", "autocast", "distribute",
     "fit", "load_pretrained", "place", "read_state", "register_stage", "save_state", "seed", "stream",
-    "to_device", "unwrap",
+    "to_device", "training_curves", "unwrap",
 ]

@@ -158,7 +158,8 @@ def test_status_json_schema_and_latest(tmp_path):
     assert st["status"] == "finished" and st["executor"] == "inline"
     stage = st["stages"][0]
     assert set(stage) == {"stage", "uses", "state", "fingerprint", "mlflow_run_id", "slurm_job_ids", "metrics",
-                          "outputs", "error", "cached_from", "attempts", "started", "ended", "seconds"}
+                          "outputs", "error", "cached_from", "model_inputs", "attempts", "started", "ended",
+                          "seconds"}
     assert len(stage["fingerprint"]) == 64 and stage["metrics"] == {"length": 5.0}
     assert len(stage["outputs"]["data"]["sha256"]) == 64
     json.dumps(st)  # plain JSON

@@ -14,6 +14,8 @@ import torch
 from frugalcv.workflows.blockdrop.baselines import BASELINES
 from frugalcv.workflows.blockdrop.evaluate import PolicyEvaluation
 
+#: the figures every evaluation writes next to its report.md (which links them by relative path)
+FIGURES = ("accuracy_vs_flops.png", "block_usage.png", "policies_per_class.png")
 _NAMES = {"firstk": "FirstK", "randomk": "RandomK", "distributek": "DistributeK"}
 
 

@@ -115,7 +115,7 @@ def _pretrain_inputs(params: PretrainConfig, inputs) -> None:
 
 
 @kit.register_stage("blockdrop.pretrain", params=PretrainConfig, inputs=("val",), optional_inputs=("train",),
-                    outputs=("checkpoint",), check=_pretrain_inputs)
+                    outputs=("checkpoint",), check=_pretrain_inputs, model="checkpoint")
 def pretrain_stage(ctx: kit.StageContext) -> kit.StageResult:
     """Train (or, with ``epochs: 0``, only load ``weights`` of) the full ResNet; report val accuracy."""
     p: PretrainConfig = ctx.params
@@ -125,6 +125,7 @@ def pretrain_stage(ctx: kit.StageContext) -> kit.StageResult:
         kit.load_pretrained(resnet, p.weights, allow_mismatch=("fc.",))
     prep = _preprocess(ctx, p)
     resnet = kit.place(ctx, resnet)
+    trainer = None
     if p.epochs > 0:
         data = _train_stream(ctx, prep, p)
         optimizer = pretrain_optimizer(resnet, p)
@@ -132,8 +133,8 @@ def pretrain_stage(ctx: kit.StageContext) -> kit.StageResult:
         schedule = lr_schedule(optimizer, p, data.steps_per_epoch)
         task = ClassificationTask(model, p.label_smoothing, p.drop_path, p.drop_path_rule)
         kit.seed(ctx, 1, per_rank=True)  # drop-path masks differ per rank
-        kit.fit(ctx, task, update, data, epochs=p.epochs, state=resnet, hooks=[kit.LRScheduleHook(schedule)],
-                log_every=p.log_every, log_prefix="pretrain ")
+        trainer = kit.fit(ctx, task, update, data, epochs=p.epochs, state=resnet,
+                          hooks=[kit.LRScheduleHook(schedule)], log_every=p.log_every, log_prefix="pretrain ")
     if not ctx.is_main:
         return kit.StageResult()
     accuracy = classification_accuracy(resnet, _eval_stream(ctx, "val", prep, p.eval_batch_size))
@@ -141,11 +142,12 @@ def pretrain_stage(ctx: kit.StageContext) -> kit.StageResult:
     url = ctx.path("model.pt")
     kit.save_state(url, {"model": p.model, "num_classes": p.num_classes, "debug": p.debug,
                          "preprocess": prep.to_dict(), "resnet": kit.unwrap(resnet).state_dict()})
-    return kit.StageResult(metrics={"val_accuracy": accuracy}, outputs={"checkpoint": url})
+    return kit.StageResult(metrics={"val_accuracy": accuracy}, outputs={"checkpoint": url},
+                           artifacts={"figures": kit.training_curves(ctx, trainer)})
 
 
 @kit.register_stage("blockdrop.curriculum", params=CurriculumConfig, inputs=("checkpoint", "train"),
-                    optional_inputs=("val",), outputs=("checkpoint",))
+                    optional_inputs=("val",), outputs=("checkpoint",), model="checkpoint")
 def curriculum_stage(ctx: kit.StageContext) -> kit.StageResult:
     """Learn the policy against the frozen pretrained ResNet, one curriculum step per stage (Alg. 1)."""
     p: CurriculumConfig = ctx.params
@@ -171,11 +173,12 @@ def curriculum_stage(ctx: kit.StageContext) -> kit.StageResult:
     url = ctx.path("model.pt")
     kit.save_state(url, {**state, "resnet": resnet.state_dict(), "policy_model": p.policy,
                          "policy": policy.state_dict()})
-    return kit.StageResult(metrics=metrics, outputs={"checkpoint": url})
+    return kit.StageResult(metrics=metrics, outputs={"checkpoint": url},
+                           artifacts={"figures": kit.training_curves(ctx, trainer)})
 
 
 @kit.register_stage("blockdrop.finetune", params=FinetuneConfig, inputs=("checkpoint", "train"),
-                    optional_inputs=("val",), outputs=("checkpoint",))
+                    optional_inputs=("val",), outputs=("checkpoint",), model="checkpoint")
 def finetune_stage(ctx: kit.StageContext) -> kit.StageResult:
     """Finetune the ResNet and the policy jointly (the ResNet under the policies it will run with)."""
     p: FinetuneConfig = ctx.params
@@ -196,7 +199,8 @@ def finetune_stage(ctx: kit.StageContext) -> kit.StageResult:
     metrics.update(_policy_metrics(ctx, resnet, policy, prep, p.eval_batch_size, p.seed))
     url = ctx.path("model.pt")
     kit.save_state(url, {**state, "resnet": resnet.state_dict(), "policy": policy.state_dict()})
-    return kit.StageResult(metrics=metrics, outputs={"checkpoint": url})
+    return kit.StageResult(metrics=metrics, outputs={"checkpoint": url},
+                           artifacts={"figures": kit.training_curves(ctx, trainer)})
 
 
 @dataclass(kw_only=True)
@@ -262,7 +266,8 @@ def evaluate_stage(ctx: kit.StageContext) -> kit.StageResult:
         ctx.printer(report.results_table([("BlockDrop", after.metrics)]))
     with open(ctx.path("metrics.json"), "w") as f:
         json.dump(after.metrics, f, indent=1, sort_keys=True)
-    ctx.tracker.log_artifact(ctx.path("report.md"), "report")
-    return kit.StageResult(metrics=metrics, outputs={"report": ctx.path("report.md"), "metrics": ctx.path("metrics.json")})
+    figures = [ctx.path(name) for name in report.FIGURES]
+    return kit.StageResult(metrics=metrics, outputs={"report": ctx.path("report.md"), "metrics": ctx.path("metrics.json")},
+                           artifacts={"report": [ctx.path("report.md"), *figures, ctx.path("metrics.json")]})
 
 

@@ -302,7 +302,9 @@ class CheckpointHook(HookBase):
         state = capture_state(self.trainer, self.model, scheduler=self.scheduler, loader=self.loader)
         if rank_world()[0] == 0:
             self.last_sha256 = save_checkpoint(url, state)
-            log.info("checkpoint step %d -> %s (sha256 %s)", step, storage.redact(url), self.last_sha256)
+            # one short line; the full digest is in the run's lineage
+            log.info("checkpoint step %d saved (%s, sha256 %s)", step, url.rstrip("/").rsplit("/", 1)[-1],
+                     self.last_sha256[:12])
             self._prune()
             if self.on_save is not None:
                 self.on_save(url, self.last_sha256, step)

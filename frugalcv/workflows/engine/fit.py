@@ -146,3 +146,14 @@ def seed(ctx, offset: int = 0, *, per_rank: bool) -> None:
 def unwrap(module: Any) -> Any:
     """The module inside a DDP wrapper or a DeepSpeed engine."""
     return getattr(module, "module", module)
+
+
+def training_curves(ctx, trainer: Trainer | None, name: str = "training_curves.png") -> list[str]:
+    """Rank 0: the logged means of ``trainer`` as ``<output_dir>/<name>``; a list for
+    ``StageResult.artifacts`` (empty when nothing was trained or logged)."""
+    from frugalcv.workflows.engine.curves import plot_training_curves
+
+    if trainer is None or not ctx.is_main:
+        return []
+    path = plot_training_curves(trainer.logger.history, ctx.path(name), f"{ctx.stage} ({ctx.pipeline})")
+    return [path] if path else []

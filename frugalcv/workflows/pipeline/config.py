@@ -57,7 +57,7 @@ def _is_local(url: str) -> bool:
 
 def _absolute(url: str) -> str:
     """A plain relative path → absolute against the current directory; URLs unchanged."""
-    if "://" in url:
+    if "://" in url or url.startswith(("models:/", "runs:/")):  # URLs and tracking-store references
         return url
     return os.path.abspath(os.path.expanduser(url))
 
@@ -171,6 +171,8 @@ class TrackingConfig:
     uri: str | None = None
     #: MLflow experiment; defaults to the pipeline name
     experiment: str | None = None
+    #: registered model that gets a version for the pipeline's final model; defaults to the pipeline name
+    model_name: str | None = None
 
     def __post_init__(self):
         # sqlite:///relative.db is relative to the cwd of whoever opens it; pin it now
@@ -203,7 +205,8 @@ class StageConfig:
     name: str
     #: registered stage function, e.g. ``method.pretrain`` or ``shard``
     uses: str
-    #: input name → fsspec URL, or ``${stages.<earlier stage>.outputs.<output>}``
+    #: input name → fsspec URL, ``${stages.<earlier stage>.outputs.<output>}``, or a tracking-store
+    #: reference ``models:/NAME/VERSION`` / ``runs:/RUN_ID/OUTPUT`` (resolved to its checkpoint)
     inputs: dict[str, str] = field(default_factory=dict)
     #: hyper-parameters for the stage function (it validates them)
     params: dict[str, Any] = field(default_factory=dict)

@@ -75,6 +75,55 @@ def _tracker(spec: dict[str, Any], rank: int):
     return tracker
 
 
+def _log_stage_config(tracker, spec: dict[str, Any], params: Any) -> None:
+    """The stage's resolved params (defaults filled in), inputs and run settings as ``config/stage.yaml``."""
+    from frugalcv.workflows.pipeline.schema import to_plain
+
+    plain = to_plain(params) if not isinstance(params, dict) else dict(params)
+    keys = ("uses", "engine", "precision", "channels_last", "num_workers", "checkpoint_every", "checkpoint_every_s",
+            "smoke_steps")
+    tracker.log_config({"stage": spec["stage"], **{k: spec.get(k) for k in keys}, "params": plain,
+                        "inputs": dict(spec["inputs"])}, "config/stage.yaml")
+
+
+def _log_artifacts(tracker, artifacts: dict[str, list[str]]) -> None:
+    """A stage's figures and reports into its tracking run; a Markdown report also as HTML with its
+    images embedded (the tracking UI shows no images in Markdown)."""
+    import tempfile
+
+    from frugalcv.workflows.pipeline.report_html import write_report_html
+
+    if not artifacts or isinstance(tracker, NullTracker):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for folder, files in artifacts.items():
+            local_dir = os.path.join(tmp, folder.strip("/") or "_")
+            for url in files:
+                path = url if storage.is_local(url) else _download(url, local_dir)
+                path = path.removeprefix("file://")
+                if not os.path.exists(path):
+                    log.warning("artifact %s does not exist; not logged", storage.redact(url))
+                    continue
+                tracker.log_artifact(path, folder or None)
+            for url in files:
+                if url.endswith(".md"):
+                    path = url.removeprefix("file://") if storage.is_local(url) else os.path.join(
+                        local_dir, os.path.basename(url))
+                    if os.path.exists(path):
+                        tracker.log_artifact(write_report_html(path), folder or None)
+
+
+def _download(url: str, local_dir: str) -> str:
+    os.makedirs(local_dir, exist_ok=True)
+    dst = os.path.join(local_dir, os.path.basename(url.rstrip("/")))
+    try:
+        with open(dst, "wb") as f:
+            f.write(storage.read_bytes(url))
+    except FileNotFoundError:
+        return dst + ".missing"
+    return dst
+
+
 def run_spec(spec: dict[str, Any], printer=print, raise_preempted: bool = False) -> dict[str, Any]:
     """Run the stage of ``spec`` on this rank; rank 0's result dict (``{}`` on other ranks).
 
@@ -112,9 +161,13 @@ def run_spec(spec: dict[str, Any], printer=print, raise_preempted: bool = False)
         should_stop=lambda: stop_requested(spec["output_dir"]), printer=printer,
         array=ArrayTask(**spec["array"]) if spec.get("array") else None,
     )
+    if rank == 0:
+        _log_stage_config(ctx.tracker, spec, params)
     try:
         result = fn(ctx)
         out: dict[str, Any] = {"state": "finished", **result.to_dict()}
+        if rank == 0:
+            _log_artifacts(ctx.tracker, result.artifacts)
     except StageInterrupted as e:
         out = {"state": "interrupted", "message": str(e)}
     except Preempted as e:

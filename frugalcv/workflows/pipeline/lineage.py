@@ -154,17 +154,27 @@ def fingerprint(config: Any, inputs: dict[str, str] | None = None, parents: dict
     return config_hash(payload)
 
 
-def stage_fingerprint(cfg: PipelineConfig, stage: str, store: RunStore, code: dict[str, Any] | None = None) -> str:
+def stage_fingerprint(cfg: PipelineConfig, stage: str, store: RunStore, code: dict[str, Any] | None = None,
+                      resolved: dict[str, dict[str, str]] | None = None) -> str:
     """Fingerprint of ``stage`` in ``cfg``; referenced inputs use the parent stage's record in ``store``.
 
     A referenced input contributes the parent output's sha256 and the parent's fingerprint, so it
-    needs the parent done (finished or cached); plain URLs are digested here.
+    needs the parent done (finished or cached); a ``models:/`` or ``runs:/`` input contributes the
+    sha256 of the checkpoint it resolves to (``resolved``, else looked up now); plain URLs are
+    digested here.
     """
+    from frugalcv.workflows.pipeline.registry import is_registry_uri, resolve_stage_inputs
+
     st = cfg.stage(stage)
     inputs: dict[str, str] = {}
     parents: dict[str, str] = {}
+    if resolved is None and any(is_registry_uri(u) for u in st.inputs.values()):
+        resolved = resolve_stage_inputs(cfg, stage)
     for name, url in st.inputs.items():
         m = REFERENCE.fullmatch(url)
+        if is_registry_uri(url):
+            inputs[name] = "sha256:" + (resolved or {})[name]["sha256"]
+            continue
         if not m:
             inputs[name] = input_digest(url)
             continue
@@ -207,6 +217,8 @@ class StageRecord:
     error: str | None = None
     #: for a cached stage: the run id whose outputs it reuses
     cached_from: str | None = None
+    #: inputs given as ``models:/`` / ``runs:/``: name → {source, uri, sha256, run_id, model, version}
+    model_inputs: dict[str, dict[str, str]] = field(default_factory=dict)
     attempts: int = 0
     started: float | None = None
     ended: float | None = None

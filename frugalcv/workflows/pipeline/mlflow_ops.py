@@ -31,7 +31,11 @@ log = logging.getLogger(__name__)
 
 TAG = "frugalcv."
 #: tags whose values are (comma-separated) run ids; placeholders in them are mapped on sync
-RUN_REF_TAGS = ("mlflow.parentRunId", "frugalcv.parent_stage_runs", "frugalcv.cached_from_run")
+RUN_REF_TAGS = ("mlflow.parentRunId", "frugalcv.parent_stage_runs", "frugalcv.cached_from_run",
+                "frugalcv.pipeline_mlflow_run", "frugalcv.stage_run")
+#: experiments are made for training runs: MLflow 3's UI then opens them on their runs, not on
+#: its GenAI overview (the UI reads this tag; value as in its ``ExperimentKind`` enum)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 #: of those, the ones naming runs of this pipeline run (a placeholder there waits for its create)
 _SAME_RUN_REFS = ("mlflow.parentRunId", "frugalcv.parent_stage_runs")
 #: MLflow error codes for a request the store refused for what it says (sending it again changes nothing)
@@ -135,7 +139,7 @@ def _experiment_id(client: MlflowClient, args: Mapping[str, Any], cache: dict[st
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
-            cache[name] = client.create_experiment(name)
+            cache[name] = client.create_experiment(name, tags=EXPERIMENT_TAGS)
         except MlflowException:  # created concurrently by another process
             exp = client.get_experiment_by_name(name)
             if exp is None:
@@ -210,7 +214,8 @@ def apply_record(client: MlflowClient, op: str, args: Mapping[str, Any], ids: di
         src = args["source"]
         if "://" not in src and not src.startswith("/"):
             src = f"runs:/{run}/{src}"
-        return str(client.create_model_version(args["name"], src, run_id=run, tags=args.get("tags") or None).version)
+        tags = {k: (_resolve_id(v, ids) if k in RUN_REF_TAGS else v) for k, v in (args.get("tags") or {}).items()}
+        return str(client.create_model_version(args["name"], src, run_id=run, tags=tags or None).version)
     raise ValueError(f"unknown tracking record op {op!r}")
 
 

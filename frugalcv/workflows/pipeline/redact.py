@@ -112,3 +112,9 @@ def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def drop_unset(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Flattened params without the unset ones (None, '', empty dicts and lists): a run's params
+    list what a user set or what changes results, not ``executor.slurm.account = None``."""
+    return {k: v for k, v in flat.items() if v is not None and v != "" and not (isinstance(v, Mapping | list | tuple) and not v)}

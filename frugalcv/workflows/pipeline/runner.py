@@ -19,7 +19,8 @@ in this process once all succeeded; :mod:`frugalcv.workflows.pipeline.sweep` adv
       "run_id": str, "pipeline": str, "root": str, "run_folder": str,
       "status": "running" | "finished" | "failed" | "cancelled",
       "executor": "inline" | "local" | "slurm", "created": float (unix s), "ended": float | null,
-      "mlflow": {"uri": str, "experiment": str, "parent_run_id": str | null},
+      "mlflow": {"uri": str, "experiment": str, "parent_run_id": str | null,
+                 "registered_model": {"name", "version", "stage", "sha256"} | null},
       "stages": [                                  # pipeline order; stages not reached are "pending"
         {"stage": str, "uses": str,
          "state": "pending" | "running" | "finished" | "failed" | "cached" | "cancelled",
@@ -27,6 +28,7 @@ in this process once all succeeded; :mod:`frugalcv.workflows.pipeline.sweep` adv
          "metrics": {str: float}, "outputs": {name: {"uri": str, "sha256": str}},
          "error": str | null,                      # message + log tail of a failed stage
          "cached_from": str | null,                # run id whose outputs a cached stage reuses
+         "model_inputs": {name: {"source", "uri", "sha256", "run_id", "model", "version"}},  # models:/, runs:/
          "attempts": int, "started": float | null, "ended": float | null, "seconds": float | null}
       ]
     }
@@ -56,6 +58,7 @@ from frugalcv.workflows.pipeline.config import (
 from frugalcv.workflows.pipeline.entry import STOP_FILE
 from frugalcv.workflows.pipeline.plan import check_executor_storage, run_folder, sbatch_parameters
 from frugalcv.workflows.pipeline.redact import redact, scrub
+from frugalcv.workflows.pipeline.registry import input_tags, register_final_model, resolve_stage_inputs
 from frugalcv.workflows.pipeline.schema import to_plain
 from frugalcv.workflows.pipeline.stages import stage_array_tasks, stage_origin
 
@@ -93,7 +96,7 @@ def local_experiment(uri: str, name: str, root: str) -> None:
     """Create experiment ``name`` of a sqlite store with its artifacts under ``<root>/mlartifacts``:
     a database store's default artifact root is ``./mlruns`` of whatever folder the command ran in.
     Opening the store creates a new sqlite file once, under its lock, however many runs start together."""
-    from frugalcv.workflows.pipeline.mlflow_ops import retry_locked
+    from frugalcv.workflows.pipeline.mlflow_ops import EXPERIMENT_TAGS, retry_locked
     from frugalcv.workflows.pipeline.mlflow_store import open_client
     from frugalcv.workflows.pipeline.redact import live_tracking_uri
 
@@ -103,7 +106,8 @@ def local_experiment(uri: str, name: str, root: str) -> None:
             return
         root = root.removeprefix("file://")
         try:
-            retry_locked(lambda: client.create_experiment(name, artifact_location=os.path.join(root, "mlartifacts")))
+            retry_locked(lambda: client.create_experiment(name, artifact_location=os.path.join(root, "mlartifacts"),
+                                                          tags=EXPERIMENT_TAGS))
         except Exception:
             if retry_locked(lambda: client.get_experiment_by_name(name)) is None:
                 raise
@@ -136,12 +140,17 @@ def smoke_steps(cfg: PipelineConfig) -> int | None:
     return cfg.smoke_steps or None
 
 
-def resolve_inputs(cfg: PipelineConfig, stage: str, store: L.RunStore) -> dict[str, str]:
-    """The stage's inputs with ``${stages.X.outputs.Y}`` replaced by X's recorded output URI."""
+def resolve_inputs(cfg: PipelineConfig, stage: str, store: L.RunStore,
+                   resolved: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
+    """The stage's inputs with ``${stages.X.outputs.Y}`` replaced by X's recorded output URI and
+    ``models:/`` / ``runs:/`` inputs by the checkpoint URI they resolved to (``resolved``)."""
     st = cfg.stage(stage)
     refs = st.references()
     out = {}
     for name, url in st.inputs.items():
+        if resolved and name in resolved:
+            out[name] = resolved[name]["uri"]
+            continue
         if name not in refs:
             out[name] = url
             continue
@@ -177,12 +186,16 @@ def stage_spec(cfg: PipelineConfig, stage: str, run_id: str, inputs: dict[str, s
     }
 
 
-def _log_inputs(tracker, cfg: PipelineConfig, stage: str, inputs: dict[str, str], store: L.RunStore) -> list[str]:
-    """Inputs as MLflow datasets (shard manifests, parent checkpoints); returns the parents' run ids."""
+def _log_inputs(tracker, cfg: PipelineConfig, stage: str, inputs: dict[str, str], store: L.RunStore,
+                resolved: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """Inputs as MLflow datasets (shard manifests, parent checkpoints, registered models); returns
+    the parents' run ids."""
     refs = cfg.stage(stage).references()
     parents = []
     for name, url in inputs.items():
-        if name in refs:
+        if resolved and name in resolved:
+            tracker.log_checkpoint_input(url, resolved[name]["sha256"], context=name)
+        elif name in refs:
             rec = store.read(refs[name][0])
             parents.append(rec.mlflow_run_id or "")
             sha = rec.outputs[refs[name][1]]["sha256"]
@@ -221,7 +234,8 @@ def _prepare(cfg: PipelineConfig, stage: str, store: L.RunStore, executor, track
              track: bool, printer) -> L.StageRecord | _Started:
     """A done or cached stage's record, or the stage marked running with its spec, ready to submit."""
     st = cfg.stage(stage)
-    fp = L.stage_fingerprint(cfg, stage, store)
+    resolved = resolve_stage_inputs(cfg, stage)
+    fp = L.stage_fingerprint(cfg, stage, store, resolved=resolved)
     old = store.read(stage)
     if old is not None and old.state in L.DONE and old.fingerprint == fp:
         return old  # resumed run: already done
@@ -241,7 +255,7 @@ def _prepare(cfg: PipelineConfig, stage: str, store: L.RunStore, executor, track
         printer(f"[{stage}] cached (fingerprint {fp[:12]}, outputs of run {rec.cached_from})")
         return rec
     tasks = stage_array_tasks(st.uses, st.params)
-    inputs = resolve_inputs(cfg, stage, store)
+    inputs = resolve_inputs(cfg, stage, store, resolved)
     child = old.mlflow_run_id if old is not None and old.fingerprint == fp else None
     if parent and child:
         tracker.resume_stage(child)
@@ -249,8 +263,10 @@ def _prepare(cfg: PipelineConfig, stage: str, store: L.RunStore, executor, track
         child = tracker.start_stage(parent, stage, fp, parent_stage_runs=_log_parents(cfg, stage, store))
         if child:
             tracker.log_params({"uses": st.uses, "engine": st.engine, **st.params}, run_id=child)
-            _log_inputs(tracker, cfg, stage, inputs, store)
-    store.update(stage, state="running", fingerprint=fp, mlflow_run_id=child, error=None)
+            _log_inputs(tracker, cfg, stage, inputs, store, resolved)
+            if resolved:
+                tracker.set_tags(input_tags(resolved), run_id=child)
+    store.update(stage, state="running", fingerprint=fp, mlflow_run_id=child, error=None, model_inputs=resolved)
     array = f", {tasks} array tasks" if tasks > 1 else ""
     printer(f"[{stage}] running {st.uses} ({executor.kind}{array}, fingerprint {fp[:12]})")
     spec = stage_spec(cfg, stage, store.run_id, inputs, child, track)
@@ -419,6 +435,8 @@ def _end(run: _Run, printer) -> str:
     final = "finished" if failed is None else ("cancelled" if failed == "cancelled" else "failed")
     run.store.update_meta(status=final, ended=time.time())
     if run.parent:
+        if final == "finished":
+            register_final_model(cfg, run.store, run.tracker, run.parent, printer)
         run.tracker.end_pipeline(final, run_id=run.parent)
         run.tracker.flush()
     printer(results_table(status(run_id, cfg.storage.root)))
@@ -511,13 +529,14 @@ def status(run_id: str, root: str) -> dict[str, Any]:
         stages.append({"stage": st.name, "uses": st.uses, "state": rec.state, "fingerprint": rec.fingerprint,
                        "mlflow_run_id": _real_id(rec.mlflow_run_id, ids), "slurm_job_ids": list(rec.slurm_job_ids),
                        "metrics": dict(rec.metrics), "outputs": dict(rec.outputs), "error": rec.error,
-                       "cached_from": rec.cached_from, "attempts": rec.attempts, "started": rec.started,
+                       "cached_from": rec.cached_from, "model_inputs": dict(rec.model_inputs), "attempts": rec.attempts, "started": rec.started,
                        "ended": rec.ended, "seconds": seconds})
     return {"run_id": rid, "pipeline": cfg.name, "root": redact(root), "run_folder": redact(run_folder(cfg, rid)),
             "status": meta.get("status", "running"), "executor": meta.get("executor"),
             "created": meta.get("created"), "ended": meta.get("ended"),
             "mlflow": {"uri": cfg.tracking.uri, "experiment": cfg.tracking.experiment,
-                       "parent_run_id": _real_id(meta.get("mlflow_parent_run_id"), ids)},
+                       "parent_run_id": _real_id(meta.get("mlflow_parent_run_id"), ids),
+                       "registered_model": meta.get("registered_model")},
             "stages": stages}
 
 

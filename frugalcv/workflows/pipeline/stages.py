@@ -127,13 +127,17 @@ class StageContext:
 
 @dataclass(kw_only=True)
 class StageResult:
-    """What a stage returns: scalar metrics and its outputs ``{name: uri}`` (sha256 added by the runner)."""
+    """What a stage returns: scalar metrics, its outputs ``{name: uri}`` (sha256 added by the runner)
+    and the files to show in its tracking run: ``artifacts = {artifact folder: [file URLs]}``, e.g.
+    ``{"report": [report.md, fig.png]}`` (a Markdown report is also logged as self-contained HTML)."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metrics": {k: float(v) for k, v in self.metrics.items()}, "outputs": dict(self.outputs)}
+        return {"metrics": {k: float(v) for k, v in self.metrics.items()}, "outputs": dict(self.outputs),
+                "artifacts": {k: [str(f) for f in v] for k, v in self.artifacts.items()}}
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,8 @@ class StageInfo:
     outputs: tuple[str, ...] | Callable[[Any], Iterable[str]] | None = None
     #: ``check(params, input names)``: cross-checks of params and inputs; raises FieldError
     check: Callable[[Any, Iterable[str]], None] | None = None
+    #: the output that is a trained model; a pipeline registers the last such output it produced
+    model: str | None = None
 
     def build_params(self, data: dict[str, Any] | Any, path: str = "params") -> Any:
         """``data`` as an instance of the params dataclass (FieldError names the key); a dict when untyped."""
@@ -189,23 +195,27 @@ _INFO: dict[str, StageInfo] = {}
 def register_stage(name: str, *, params: type | None = None, inputs: Iterable[str] = (),
                    optional_inputs: Iterable[str] = (), outputs: Iterable[str] | Callable | None = None,
                    replace: bool = False, array_tasks: Callable[[Any], int] | None = None,
-                   check: Callable[[Any, Iterable[str]], None] | None = None):
+                   check: Callable[[Any, Iterable[str]], None] | None = None, model: str | None = None):
     """Decorator: register ``fn(ctx) -> StageResult`` under ``name`` (e.g. ``method.pretrain``).
 
     ``params``: the dataclass of the stage's params; every pipeline that uses the stage is checked
     against it when it loads, and ``ctx.params`` is an instance of it. ``inputs`` /
     ``optional_inputs``: the input names it needs / may take. ``array_tasks(params)``: how many
     array tasks the stage runs as (see the module docstring). ``check(params, inputs)``: further
-    checks at load time, raising ``FieldError`` (e.g. an input that some params make required)."""
+    checks at load time, raising ``FieldError`` (e.g. an input that some params make required).
+    ``model``: the output that is a trained model (the pipeline's last one goes to the model registry)."""
     if params is not None and not dataclasses.is_dataclass(params):
         raise TypeError(f"register_stage({name!r}): params must be a dataclass, got {params!r}")
+
+    if model is not None and outputs is not None and not callable(outputs) and model not in tuple(outputs):
+        raise ValueError(f"register_stage({name!r}): model={model!r} is not one of its outputs {tuple(outputs)}")
 
     def wrap(fn):
         if name in _STAGES and not replace and _STAGES[name] is not fn:
             raise ValueError(f"stage {name!r} is registered twice ({_STAGES[name].__module__} and {fn.__module__})")
         _STAGES[name] = fn
         _INFO[name] = StageInfo(name, fn, params, tuple(inputs), tuple(optional_inputs),
-                                outputs if outputs is None or callable(outputs) else tuple(outputs), check)
+                                outputs if outputs is None or callable(outputs) else tuple(outputs), check, model)
         if array_tasks is not None:
             _ARRAY_TASKS[name] = array_tasks
         return fn

@@ -52,7 +52,14 @@ from frugalcv.workflows.pipeline.mlflow_ops import (
 )
 from frugalcv.workflows.pipeline.mlflow_store import open_client
 from frugalcv.workflows.pipeline.outbox import Outbox, is_placeholder, new_placeholder
-from frugalcv.workflows.pipeline.redact import flatten, live_tracking_uri, register_tracking_uri, scrub
+from frugalcv.workflows.pipeline.params import pipeline_params
+from frugalcv.workflows.pipeline.redact import (
+    drop_unset,
+    flatten,
+    live_tracking_uri,
+    register_tracking_uri,
+    scrub,
+)
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +251,7 @@ class Tracker:
         self.parent_run_id = self._call("create_run", {"experiment": experiment, "run_name": f"{name} {run_id}",
                                                        "tags": tags, "start_time": _now_ms()})
         if self.parent_run_id and config is not None:
-            self.log_params(config, run_id=self.parent_run_id)
+            self.log_params(pipeline_params(config), run_id=self.parent_run_id)
             self.log_config(config, "config/pipeline.yaml", run_id=self.parent_run_id)
         return self.parent_run_id
 
@@ -350,8 +357,9 @@ class Tracker:
 
     # ----------------------------------------------------------------------------- logging
     def log_params(self, params: Mapping[str, Any], run_id: str | None = None) -> None:
-        """Nested dicts flattened to ``a.b.c``; credentials scrubbed; long values truncated."""
-        flat = {k[:250]: _truncate(str(v), MAX_PARAM_VALUE) for k, v in flatten(scrub(dict(params))).items()}
+        """Nested dicts flattened to ``a.b.c``; unset values (None, empty) left out; credentials scrubbed;
+        long values truncated."""
+        flat = {k[:250]: _truncate(str(v), MAX_PARAM_VALUE) for k, v in drop_unset(flatten(scrub(dict(params)))).items()}
         run = self._run(run_id)
         items = sorted(flat.items())
         for i in range(0, len(items), 100):
