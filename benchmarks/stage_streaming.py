@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="cifar_resnet32")
     p.add_argument("--debug", action="store_true", help="the model's tiny flavour in the throughput part")
-    p.add_argument("--image-size", type=int, default=16, help="the stage's image_size (resize)")
+    p.add_argument("--image-size", type=int, default=32, help="the stage's image_size (CIFAR's 32: no resize; 16: resized in the workers)")
     p.add_argument("--jpeg-size", type=int, default=32, help="pixels per side of the throughput part's JPEGs")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--images", type=int, default=2048, help="training images of the throughput part")

@@ -228,8 +228,13 @@ _WORKER_SOURCE: Source | None = None
 
 
 def _init_worker(source: Source) -> None:
+    import signal
+
     global _WORKER_SOURCE
     _WORKER_SOURCE = source
+    # a forked worker inherits the parent's Python signal handlers (a stage's checkpoint-on-SIGTERM,
+    # a program's cleanup); the pool ends its workers with SIGTERM, so they must simply die of it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _encode_in_worker(i: int) -> EncodedSample:

@@ -153,3 +153,18 @@ def test_webdataset_reads_our_shards(tmp_path):
     ds = wds.WebDataset(str(tmp_path / "train" / "train-000000.tar"), shardshuffle=False).decode("rgb8")
     got = [(s["__key__"], s["cls"], s["png"].shape) for s in ds]
     assert got == [(f"s{i:05d}", i % 7, (8, 8, 3)) for i in range(6)]
+
+
+def test_encoding_workers_die_of_sigterm_whatever_handler_the_parent_installed():
+    """Pool.terminate ends its workers with SIGTERM; one that ran an inherited Python handler instead
+    (a stage's checkpoint-on-signal, a program's cleanup) would leave the pool waiting for ever."""
+    import signal
+
+    from frugalcv.sharding.writer import _init_worker
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        _init_worker(None)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
