@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:  # one line says a store is unreachable; urllib3's per-retry lines add nothing
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     from frugalcv.workflows.pipeline.redact import RedactingFilter
 
     for handler in logging.getLogger().handlers:  # every log line this process prints is redacted

@@ -302,5 +302,9 @@ def make_stage_executor(kind: str | None, cfg: PipelineConfig):
     if kind == "local":
         return LocalExecutor()
     if kind == "slurm":
+        if _which("sbatch") is None:
+            raise ConfigError("the slurm executor needs Slurm's `sbatch` on PATH and it is not there: run from a "
+                              "cluster's login node (or load its Slurm module), start one on this host with "
+                              "`frugalcv cluster up`, or use --executor inline or local")
         return SlurmExecutor()
     raise ConfigError(f"executor {kind!r}: use one of {', '.join(KINDS)}")

@@ -24,6 +24,7 @@ from frugalcv.workflows.engine.data import SMOKE_BATCH, EvalStream, TrainStream,
 from frugalcv.workflows.engine.device import autocast, to_device
 from frugalcv.workflows.engine.fit import MetricsHook, distribute, fit, seed, training_curves, unwrap
 from frugalcv.workflows.engine.fit import place_module as place
+from frugalcv.workflows.engine.outputs import local_outputs
 from frugalcv.workflows.engine.trainer import EvalHook, HookBase, LoggingHook, LRScheduleHook, Trainer
 from frugalcv.workflows.engine.weights import load_pretrained, read_state, save_state
 from frugalcv.workflows.pipeline.schema import FieldError
@@ -32,6 +33,6 @@ from frugalcv.workflows.pipeline.stages import StageContext, StageInterrupted, S
 __all__ = [
     "SMOKE_BATCH", "EvalHook", "EvalStream", "FieldError", "HookBase", "LRScheduleHook", "LoggingHook", "MetricsHook",
     "StageContext", "StageInterrupted", "StageResult", "TrainStream", "Trainer", "autocast", "distribute",
-    "fit", "load_pretrained", "place", "read_state", "register_stage", "save_state", "seed", "stream",
+    "fit", "load_pretrained", "local_outputs", "place", "read_state", "register_stage", "save_state", "seed", "stream",
     "to_device", "training_curves", "unwrap",
 ]

@@ -4,6 +4,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,36 +81,35 @@ def test_unreachable_s3_names_the_url(monkeypatch, s3_endpoint):
 
 
 def test_pipeline_with_an_s3_root_runs_inline_end_to_end(s3_bucket, tmp_path):
-    """Shards, checkpoints, records and logs all under an s3:// storage root, with the inline executor."""
+    """The demo pipeline (smoke mode) with an s3:// storage root and the inline executor: shards,
+    checkpoints, records, logs and the evaluate stage's report and figures all land on S3."""
     import json
 
     import s3fs
-    import yaml
 
     root = f"s3://{s3_bucket}/runs-root"
-    pipeline = tmp_path / "s3.yaml"
-    pipeline.write_text(yaml.safe_dump({
-        "name": "s3-inline", "storage": {"root": root}, "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
-        "stages": [
-            {"name": "digits", "uses": "shard", "params": {"kind": "digits", "src": "sklearn", "max_shard_samples": 500}},
-            {"name": "pretrain", "uses": "blockdrop.pretrain",
-             "inputs": {"train": "${stages.digits.outputs.train}", "val": "${stages.digits.outputs.test}"},
-             "params": {"model": "cifar_resnet32", "debug": True, "epochs": 1, "batch_size": 64, "image_size": 16,
-                        "warmup_epochs": 0, "seed": 0}},
-        ]}))
     run = [sys.executable, "-m", "frugalcv.cli"]
-    out = subprocess.run([*run, "run", str(pipeline), "--smoke", "2"], capture_output=True, text=True, timeout=600)
+    demo = str(Path(__file__).resolve().parents[2] / "pipelines" / "blockdrop-demo.yaml")
+    out = subprocess.run([*run, "run", demo, "--smoke", "2", "-o", f"storage.root={root}",
+                          "-o", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"],
+                         capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     st = subprocess.run([*run, "status", "latest", "--root", root, "--json"], capture_output=True, text=True,
                         timeout=120)
     assert st.returncode == 0, st.stderr
     status = json.loads(st.stdout)
-    assert [s["state"] for s in status["stages"]] == ["finished", "finished"]
-    checkpoint = status["stages"][1]["outputs"]["checkpoint"]
-    assert checkpoint["uri"].startswith(f"{root}/runs/{status['run_id']}/stages/pretrain/")
+    stages = {s["stage"]: s for s in status["stages"]}
+    assert {s["state"] for s in stages.values()} == {"finished"}, stages
     fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"])
     folder = f"{s3_bucket}/runs-root/runs/{status['run_id']}"
+    checkpoint = stages["pretrain"]["outputs"]["checkpoint"]
+    assert checkpoint["uri"].startswith(f"{root}/runs/{status['run_id']}/stages/pretrain/")
     assert fs.exists(checkpoint["uri"].removeprefix("s3://"))
-    assert fs.exists(f"{folder}/stages/digits/data/train/manifest.json")
-    assert b"pretrain" in fs.cat_file(f"{folder}/logs/pretrain.log") or fs.size(f"{folder}/logs/pretrain.log") > 0
+    report = stages["evaluate"]["outputs"]["report"]["uri"]
+    assert report.startswith(f"{root}/runs/{status['run_id']}/stages/evaluate/")
+    assert b"| DistributeK |" in fs.cat_file(report.removeprefix("s3://"))
+    for png in ("accuracy_vs_flops.png", "block_usage.png", "policies_per_class.png"):
+        assert fs.size(report.removeprefix("s3://").rsplit("/", 1)[0] + "/" + png) > 0, png
+    assert fs.size(f"{folder}/logs/pretrain.log") > 0
+    assert not list(tmp_path.glob("frugalcv-runs")), "nothing may be written to a local default root"
     assert "testing-secret-xyz" not in out.stdout + out.stderr + st.stdout

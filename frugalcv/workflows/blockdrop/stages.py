@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 
 from torch import nn
@@ -241,31 +242,32 @@ def evaluate_stage(ctx: kit.StageContext) -> kit.StageResult:
     after = evaluate_policy(resnet, policy, data, baselines=p.baselines, seed=p.seed)
     title = p.title or f"BlockDrop ({state['model']}), pipeline {ctx.pipeline}, run {ctx.run_id}"
     gamma = float("nan") if p.gamma is None else p.gamma
-    storage.url_to_fs(ctx.output_dir)[0].makedirs(ctx.output_dir, exist_ok=True)
     metrics = {k: after.metrics[k] for k in KEY_METRICS if k in after.metrics}
-    if "before" in ctx.inputs and p.baselines:
-        before_resnet, before_policy = _models(ctx, _read_model_file(ctx, "before", needs_policy=True))
-        before = evaluate_policy(before_resnet, before_policy, data, seed=p.seed)
-        report.write_report(ctx.output_dir, title=title, before=before, after=after, gamma=gamma)
-        metrics.update({f"before_{k}": before.metrics[k] for k in KEY_METRICS if k in before.metrics})
-        ctx.printer(report.results_table([("BlockDrop, before finetuning", before.metrics),
-                                          ("BlockDrop, after finetuning", after.metrics)]))
-        ctx.printer(report.baselines_table(before.metrics, after.metrics))
-    else:
-        figures = [
-            report.plot_accuracy_vs_flops([("BlockDrop", after.metrics)], ctx.path("accuracy_vs_flops.png")),
-            report.plot_block_usage({"BlockDrop": after}, ctx.path("block_usage.png")),
-            report.plot_policies_per_class(after, ctx.path("policies_per_class.png")),
-        ]
-        parts = [f"# {title}", "## Results", report.results_table([("BlockDrop", after.metrics)])]
-        if p.baselines:
-            parts += ["## Heuristic baselines at the same K", report.baselines_table(after.metrics)]
-        parts += ["## Figures", "\n".join(f"![{f.rsplit('/', 1)[-1]}]({f.rsplit('/', 1)[-1]})" for f in figures)]
-        with open(ctx.path("report.md"), "w") as f:
-            f.write("\n\n".join(parts) + "\n")
-        ctx.printer(report.results_table([("BlockDrop", after.metrics)]))
-    with open(ctx.path("metrics.json"), "w") as f:
-        json.dump(after.metrics, f, indent=1, sort_keys=True)
+    with kit.local_outputs(ctx) as out:  # report and figures as files; uploaded when the root is remote
+        if "before" in ctx.inputs and p.baselines:
+            before_resnet, before_policy = _models(ctx, _read_model_file(ctx, "before", needs_policy=True))
+            before = evaluate_policy(before_resnet, before_policy, data, seed=p.seed)
+            report.write_report(out, title=title, before=before, after=after, gamma=gamma)
+            metrics.update({f"before_{k}": before.metrics[k] for k in KEY_METRICS if k in before.metrics})
+            ctx.printer(report.results_table([("BlockDrop, before finetuning", before.metrics),
+                                              ("BlockDrop, after finetuning", after.metrics)]))
+            ctx.printer(report.baselines_table(before.metrics, after.metrics))
+        else:
+            figures = [
+                report.plot_accuracy_vs_flops([("BlockDrop", after.metrics)], os.path.join(out, "accuracy_vs_flops.png")),
+                report.plot_block_usage({"BlockDrop": after}, os.path.join(out, "block_usage.png")),
+                report.plot_policies_per_class(after, os.path.join(out, "policies_per_class.png")),
+            ]
+            parts = [f"# {title}", "## Results", report.results_table([("BlockDrop", after.metrics)])]
+            if p.baselines:
+                parts += ["## Heuristic baselines at the same K", report.baselines_table(after.metrics)]
+            names = [os.path.basename(f) for f in figures]
+            parts += ["## Figures", "\n".join(f"![{name}]({name})" for name in names)]
+            with open(os.path.join(out, "report.md"), "w") as f:
+                f.write("\n\n".join(parts) + "\n")
+            ctx.printer(report.results_table([("BlockDrop", after.metrics)]))
+        with open(os.path.join(out, "metrics.json"), "w") as f:
+            json.dump(after.metrics, f, indent=1, sort_keys=True)
     figures = [ctx.path(name) for name in report.FIGURES]
     return kit.StageResult(metrics=metrics, outputs={"report": ctx.path("report.md"), "metrics": ctx.path("metrics.json")},
                            artifacts={"report": [ctx.path("report.md"), *figures, ctx.path("metrics.json")]})

@@ -48,6 +48,21 @@ LOCKED_RETRY_S = 30.0
 # ------------------------------------------------------------------------------------ errors
 
 
+#: what a connection failure comes down to, found inside the long messages of MLflow and urllib3
+_CAUSES = ("Connection refused", "timed out", "Name or service not known", "No route to host",
+           "Temporary failure in name resolution", "Connection reset", "database is locked")
+
+
+def short_reason(exc: BaseException) -> str:
+    """A short reason for ``exc``: the cause of a connection failure, else its first line (redacted)."""
+    text = str(exc)
+    first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    for cause in _CAUSES:
+        if cause.lower() in text.lower():
+            return f"{type(exc).__name__}: {cause.lower()}"
+    return f"{type(exc).__name__}: {storage.redact(first_line)[:200]}"
+
+
 def is_unreachable(exc: BaseException) -> bool:
     """The tracking store cannot be reached (refused, timed out, 5xx from a proxy, sqlite locked)."""
     import requests
@@ -256,9 +271,8 @@ def sync_run(run_dir: str, uri: str | None = None, timeout_s: float = 30.0) -> S
         except Exception as e:
             if not is_rejected(e):  # the store is down or broken: keep the rest, in order, for later
                 report.remaining = len(todo) - i
-                log.warning("tracking store %s unusable during sync (%s: %s); %d records left for the next sync",
-                            storage.redact(target), type(e).__name__, storage.redact(str(e).strip()[:300]),
-                            report.remaining)
+                log.warning("tracking store %s unusable (%s); %d records left for `frugalcv sync`",
+                            storage.redact(target), short_reason(e), report.remaining)
                 break
             error = storage.redact(f"{type(e).__name__}: {e}")
             box.mark_failed(rec["id"], error)

@@ -586,4 +586,10 @@ def results_table(st: dict[str, Any]) -> str:
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}".rstrip() for r in rows]
     lines.insert(1, "-" * max(len(line) for line in lines))
     lines.append(f"run {st['run_id']}: {st['status']}  ({st['run_folder']})")
+    for s in st["stages"]:
+        report = (s.get("outputs") or {}).get("report")
+        if report:
+            lines.append(f"report of {s['stage']}: {report['uri']} (its figures beside it)")
+    if (st.get("mlflow") or {}).get("parent_run_id"):
+        lines.append(f"browse it in MLflow: frugalcv ui {st['run_id']}")
     return "\n".join(lines)

@@ -47,6 +47,7 @@ from frugalcv.workflows.pipeline.mlflow_ops import (
     is_unreachable,
     mentions_placeholder,
     retry_locked,
+    short_reason,
     sync_run,
     waits_for_placeholder,
 )
@@ -200,8 +201,8 @@ class Tracker:
         where = f"queuing calls in {storage.redact(box.url)}; replay with `frugalcv sync {self.run_id}`" \
             if box else "dropping tracking calls (no run folder for an outbox)"
         what = "is unreachable" if is_unreachable(exc) else "cannot be used"
-        log.warning("MLflow tracking store %s %s (%s: %s); training goes on, %s", storage.redact(self.uri), what,
-                    type(exc).__name__, storage.redact(_first_line(exc))[:300], where)
+        log.warning("MLflow tracking store %s %s (%s); training goes on, %s", storage.redact(self.uri), what,
+                    short_reason(exc), where)
 
     def _queue(self, op: str, args: dict[str, Any]) -> Any:
         box = self.outbox
