@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 
-if ! .venv/bin/python -c "import frugalcv, torch, torchvision, webdataset, mlflow, submitit, s3fs, png, pytest, moto" 2>/dev/null; then
+if ! .venv/bin/python -c "import frugalcv, torch, torchvision, webdataset, mlflow, submitit, s3fs, png, pytest, moto, playwright" 2>/dev/null; then
     echo "[setup] installing frugalcv and its dependencies into .venv (first time: a few minutes)"
     "${VPIP[@]}" install --upgrade pip setuptools wheel
     # torch/torchvision: the releases kept on this machine kind's disk install in about a

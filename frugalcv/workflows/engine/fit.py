@@ -24,6 +24,7 @@ from frugalcv.errors import ConfigError
 from frugalcv.workflows.engine.checkpoint import CheckpointHook, ResumeHook
 from frugalcv.workflows.engine.control import ControlHook
 from frugalcv.workflows.engine.device import grad_scaler, place
+from frugalcv.workflows.engine.progress import ProgressHook, interactive
 from frugalcv.workflows.engine.trainer import HookBase, LoggingHook, OptimizerStep, Trainer
 
 
@@ -115,6 +116,8 @@ def fit(ctx, task, update, data, *, state: nn.Module, epochs: int | None = None,
     resume = ResumeHook(ctx.checkpoint_dir, state, loader=loader, engine=engine,
                         printer=ctx.printer if ctx.is_main else None)
     all_hooks = [*hooks, logger, MetricsHook(ctx), resume, saver, control]
+    if ctx.is_main and interactive():
+        all_hooks.append(ProgressHook(_total_steps(data, epochs, max_steps), _global_batch(ctx, data), log_prefix))
     # DeepSpeed casts itself (its bf16/fp16 config); autocast is for the plain update
     precision = "fp32" if engine is not None else ctx.precision
     trainer = Trainer(task, update, data, all_hooks, epochs=epochs, max_steps=max_steps, device=ctx.device,
@@ -127,6 +130,20 @@ def fit(ctx, task, update, data, *, state: nn.Module, epochs: int | None = None,
                     f"{ctx.cpus} CPU(s) a rank)")
     trainer.train()
     return trainer
+
+
+def _total_steps(data, epochs: int | None, max_steps: int | None) -> int | None:
+    per_epoch = getattr(data, "steps_per_epoch", None)
+    total = per_epoch * epochs if per_epoch is not None and epochs is not None else None
+    if max_steps is not None:
+        total = max_steps if total is None else min(total, max_steps)
+    return total
+
+
+def _global_batch(ctx, data) -> int | None:
+    loader = getattr(data, "loader", None)
+    batch = getattr(ctx.params, "batch_size", None) if loader is None else loader.batch_size * ctx.world_size
+    return int(batch) if isinstance(batch, int) else None
 
 
 def seed(ctx, offset: int = 0, *, per_rank: bool) -> None:
