@@ -236,7 +236,7 @@ class SlurmExecutor:
     def run(self, spec: dict[str, Any], cfg: PipelineConfig, on_job: Callable[[str], None] | None = None) -> dict:
         from frugalcv.slurm.preemption import StageJob
 
-        with self._submitting(spec):
+        with self._submitting(spec, cfg):
             job = self.executor(cfg, spec["stage"], spec["run_folder"]).submit(
                 StageJob(stage_job, spec, checkpoint_dir=spec["checkpoint_dir"]))
         if on_job is not None:
@@ -255,7 +255,7 @@ class SlurmExecutor:
             except StageFailed as e:
                 return [e]
         first = specs[0]
-        with self._submitting(first):
+        with self._submitting(first, cfg):
             jobs = self.executor(cfg, first["stage"], first["run_folder"]).submit_array(
                 [StageJob(stage_job, spec, checkpoint_dir=spec["checkpoint_dir"]) for spec in specs])
         for i, job in enumerate(jobs):
@@ -273,12 +273,16 @@ class SlurmExecutor:
         return out
 
     @contextlib.contextmanager
-    def _submitting(self, spec: dict[str, Any]):
+    def _submitting(self, spec: dict[str, Any], cfg: PipelineConfig | None = None):
         try:
             yield
         except (submitit.core.utils.FailedSubmissionError, submitit.core.utils.FailedJobError, OSError) as e:
             hint = "" if os.environ.get("SLURM_CONF") or _which("sbatch") is None else \
                 " (no SLURM_CONF set: for the dev cluster run `frugalcv cluster up` and export what it prints)"
+            if "partition" in str(e).lower() and cfg is not None:
+                partition = cfg.stage_resources(spec["stage"]).partition
+                hint += (f" (partition {partition!r} from executor.slurm.partition or stages.{spec['stage']}."
+                         "resources.partition; `sinfo` lists this cluster's partitions)")
             raise StageFailed(f"sbatch failed for stage {spec['stage']}: {str(e).strip().splitlines()[-1]}{hint}",
                               str(e)) from None
 
