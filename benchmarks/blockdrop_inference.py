@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
     blocks_any = int((keep.sum(0) > 0).sum())
     blocks_all = int((keep.sum(0) == args.batch).sum())
     flops_ratio = flops_full / flops_dynamic
-    ratio = (ms["full"] / ms["dynamic"]) / flops_ratio  # the definition
+    ratio = (ms["full"] / ms["dynamic"]) / flops_ratio  # time speedup over FLOPs ratio
     # the machine's speed drifts between phases lasting seconds; a full call and the dynamic call
     # right next to it share a phase: the median of per-round ratios, another estimate
     paired = statistics.median(f / d for f, d in zip(samples["full"], samples["dynamic"], strict=True))

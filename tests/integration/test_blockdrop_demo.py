@@ -1,5 +1,5 @@
 """The shipped demo pipeline, unchanged, end to end: BlockDrop's metrics must move the way
-Ch. 2 says (issue #3's digits acceptance), and the run must print its results tables."""
+Ch. 2 says on the digits, and the run must print its results tables."""
 
 import re
 import time

@@ -19,14 +19,14 @@ def run(*args):
     return result
 
 
-def test_prints_json_last_with_the_issue_keys():
+def test_prints_json_last_with_the_documented_keys():
     result = run("--threads", "1", "--malloc", "default")
     for key in KEYS:
         assert key in result, key
     assert result["flops_full"] == 505_775_360  # ResNet-110, as in the dissertation
     assert 0 < result["flops_dynamic"] < result["flops_full"]
     assert result["speedup_over_flops_ratio"] > 0 and result["speedup_over_flops_ratio_paired"] > 0
-    # the issue's definition, from the line's own fields; times are printed to 0.01 ms, the ratio to 0.001
+    # the definition in the script's docstring, from the line's own fields; times are printed to 0.01 ms, the ratio to 0.001
     full, dynamic = result["full_ms"], result["dynamic_ms"]
     formula = (full / dynamic) * result["flops_dynamic"] / result["flops_full"]
     rounding = 5e-4 + formula * (0.005 / full + 0.005 / dynamic) + 1e-9
