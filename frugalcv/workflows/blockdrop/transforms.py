@@ -111,10 +111,16 @@ class BatchTransform:
             images = torch.where(flip.view(n, 1, 1, 1), images.flip(-1), images)
         x = images.float().div_(255)
         if self.mean is not None:
-            mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
+            mean, std = self._stats(device)
             x = x.sub_(mean).div_(std)
         return x, labels
+
+    def _stats(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean`` and ``std`` as (1, C, 1, 1) tensors on ``device``, made once per device."""
+        cache = self.__dict__.setdefault("_on_device", {})
+        if device not in cache:
+            cache[device] = tuple(torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (self.mean, self.std))
+        return cache[device]
 
 
 def translate_images(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int) -> torch.Tensor:

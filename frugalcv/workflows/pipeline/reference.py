@@ -92,12 +92,14 @@ def _doc(obj) -> str:
     return textwrap.dedent(inspect.getdoc(obj) or "").strip()
 
 
+def _class_doc(cls: type) -> list[str]:
+    """The class's docstring, unless it is the signature dataclasses write for undocumented classes."""
+    doc = _doc(cls)
+    return [doc] if doc and not doc.startswith(cls.__name__ + "(") else []
+
+
 def _section(title: str, cls: type) -> list[str]:
-    parts = [f"### `{title}`"]
-    if _doc(cls) and not _doc(cls).startswith(cls.__name__ + "("):
-        parts.append(_doc(cls))
-    parts.append(params_table(cls))
-    return parts
+    return [f"### `{title}`", *_class_doc(cls), params_table(cls)]
 
 
 def stage_section(info: StageInfo) -> list[str]:
@@ -111,9 +113,7 @@ def stage_section(info: StageInfo) -> list[str]:
     elif info.outputs is not None:
         parts.append("Outputs: one per split of the params (see the stage's description).")
     if info.params is not None:
-        if _doc(info.params) and not _doc(info.params).startswith(info.params.__name__ + "("):
-            parts.append(_doc(info.params))
-        parts.append(params_table(info.params))
+        parts += [*_class_doc(info.params), params_table(info.params)]
     return parts
 
 

@@ -449,11 +449,17 @@ def _end(run: _Run, printer) -> str:
     return run_id
 
 
+def _stage_executor(cfg: PipelineConfig, kind: str):
+    """The executor of ``kind`` for ``cfg``; refuses a storage root or a machine it cannot work with."""
+    check_executor_storage(cfg, kind)
+    return make_stage_executor(kind, cfg)
+
+
 def _execute(cfg: PipelineConfig, run_id: str, executor: str | None, track: bool, printer,
-             only: list[str] | None = None) -> str:
+             only: list[str] | None = None, runner=None) -> str:
     meta = L.RunStore(cfg.storage.root, run_id).read_meta()
-    check_executor_storage(cfg, executor or meta.get("executor") or cfg.executor.kind)
-    runner = make_stage_executor(executor or meta.get("executor"), cfg)
+    if runner is None:
+        runner = _stage_executor(cfg, executor or meta.get("executor") or cfg.executor.kind)
     run = _begin(cfg, run_id, runner.kind, track)
     for st in cfg.stages:
         if _step(run, st.name, runner, printer) is None or run.failed:
@@ -478,8 +484,9 @@ def run_pipeline(cfg: PipelineConfig, executor: str | None = None, *, track: boo
                  run_id: str | None = None) -> str:
     """Run every stage of ``cfg`` (cached ones are reused); returns the run id. Raises PipelineFailed."""
     kind = executor or cfg.executor.kind
+    runner = _stage_executor(cfg, kind)  # before the run exists: a refusal leaves no run behind
     run_id = _create_run(cfg, kind, track, printer, run_id)
-    return _execute(cfg, run_id, kind, track, printer)
+    return _execute(cfg, run_id, kind, track, printer, runner=runner)
 
 
 def load_run(run_id: str, root: str) -> tuple[str, PipelineConfig, dict]:
