@@ -53,9 +53,9 @@ def make_imagenet(root: Path, train_per_class: int = 4, val_per_class: int = 2) 
     return base
 
 
-def run_recipe(path: Path, overrides: list[str]) -> tuple[dict, float]:
+def run_recipe(path: Path, overrides: list[str], stages: list[str] = STAGES) -> tuple[dict, float]:
     cfg = load_pipeline(path, [*overrides, "executor.kind=inline", "smoke_steps=2"])
-    assert [s.name for s in cfg.stages] == STAGES
+    assert [s.name for s in cfg.stages] == stages
     t0 = time.monotonic()
     rid = runner.run_pipeline(cfg, "inline", track=False)
     took = time.monotonic() - t0
@@ -131,3 +131,17 @@ def test_imagenet_recipe_smoke(tmp_path):
         assert torch.allclose(policy[k], resnet18[k], atol=1e-3), k
     print(f"imagenet smoke: {took:.0f}s, accuracy {metrics['accuracy']:.3f}, "
           f"{metrics['blocks_mean']:.1f} of 33 blocks")
+
+
+def test_digits_resnet110_recipe_smoke(tmp_path):
+    """The ResNet-110 recipe on scikit-learn's digits (the masks of benchmarks/blockdrop_inference.py)."""
+    stages = ["digits", "pretrain", "curriculum", "finetune", "evaluate"]
+    st, took = run_recipe(PIPELINES / "blockdrop-digits-resnet110.yaml", [f"storage.root={tmp_path / 'runs'}"],
+                          stages)
+    assert st["status"] == "finished", st
+    assert {s["stage"]: s["state"] for s in st["stages"]} == dict.fromkeys(stages, "finished"), st
+    evaluate = {s["stage"]: s for s in st["stages"]}["evaluate"]
+    assert "| BlockDrop" in Path(evaluate["outputs"]["report"]["uri"]).read_text()
+    metrics = json.loads(Path(evaluate["outputs"]["metrics"]["uri"]).read_text())
+    assert metrics["num_blocks"] == 54 and 0.0 <= metrics["blocks_mean"] <= 54
+    print(f"blockdrop-digits-resnet110 smoke: {took:.0f}s, {metrics['blocks_mean']:.1f} of 54 blocks")
