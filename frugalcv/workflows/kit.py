@@ -20,7 +20,7 @@ A method's ``workflows/<method>/stages.py`` imports this module (and ``frugalcv.
 
 from __future__ import annotations
 
-from frugalcv.workflows.engine.data import SMOKE_BATCH, EvalStream, TrainStream, stream
+from frugalcv.workflows.engine.data import SMOKE_BATCH, EvalStream, PairedStream, TrainStream, pair, stream
 from frugalcv.workflows.engine.device import autocast, to_device
 from frugalcv.workflows.engine.fit import MetricsHook, distribute, fit, seed, training_curves, unwrap
 from frugalcv.workflows.engine.fit import place_module as place
@@ -31,8 +31,8 @@ from frugalcv.workflows.pipeline.schema import FieldError
 from frugalcv.workflows.pipeline.stages import StageContext, StageInterrupted, StageResult, register_stage
 
 __all__ = [
-    "SMOKE_BATCH", "EvalHook", "EvalStream", "FieldError", "HookBase", "LRScheduleHook", "LoggingHook", "MetricsHook",
+    "SMOKE_BATCH", "EvalHook", "EvalStream", "FieldError", "HookBase", "LRScheduleHook", "LoggingHook", "MetricsHook", "PairedStream",
     "StageContext", "StageInterrupted", "StageResult", "TrainStream", "Trainer", "autocast", "distribute",
-    "fit", "load_pretrained", "local_outputs", "place", "read_state", "register_stage", "save_state", "seed", "stream",
+    "fit", "load_pretrained", "local_outputs", "pair", "place", "read_state", "register_stage", "save_state", "seed", "stream",
     "to_device", "training_curves", "unwrap",
 ]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from frugalcv.errors import ConfigError
-from frugalcv.sharding import ShardLoader
+from frugalcv.sharding import ShardLoader, storage
 from frugalcv.workflows.engine.checkpoint import LoaderEpochs
 from frugalcv.workflows.engine.device import to_device
 
@@ -119,3 +119,62 @@ def stream(ctx, url: str, batch_size: int, transform: Callable[[dict], object] |
     # full batches only (BatchNorm and equal steps), unless a rank's share is smaller than one
     loader.drop_last = loader.samples_per_rank() >= per_rank
     return TrainStream(loader, batch_transform, ctx.device)
+
+
+class PairedStream:
+    """Trainer data pairing each batch of ``main`` with the next batch of ``other``: ``(main_batch, other_batch)``.
+
+    ``main`` sets the epochs; ``other`` is drawn at random and cycles through its own epochs
+    independently (a second domain, unlabelled images, ...). Both cursors are in its
+    ``state_dict``, so a resumed run draws exactly the ``other`` batches the uninterrupted one drew.
+    """
+
+    def __init__(self, main: TrainStream, other: TrainStream):
+        self.main, self.other = main, other
+
+    @property
+    def loader(self) -> ShardLoader:
+        return self.main.loader
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.main.steps_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.main.loader.set_epoch(epoch)
+
+    def _others(self) -> Iterator:
+        while True:
+            yielded, fresh = False, self.other.loader.position == 0
+            for batch in self.other(self.other.loader.epoch):
+                yielded = True
+                yield batch
+            if not yielded and fresh:  # a whole epoch without one batch
+                raise ConfigError(f"{storage.redact(self.other.loader.manifest.location)}: yields no batch of "
+                                  f"{self.other.loader.batch_size} samples; give more samples or a smaller batch")
+
+    def __call__(self, epoch: int) -> Iterator:
+        others = self._others()
+        batches = self.main(epoch)
+        try:
+            for batch in batches:
+                yield batch, next(others)
+        finally:
+            for it in (batches, others):
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+
+    def state_dict(self) -> dict:
+        return {"main": self.main.state_dict(), "other": self.other.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.main.load_state_dict(state["main"])
+        self.other.load_state_dict(state["other"])
+
+
+def pair(main: TrainStream, other: TrainStream) -> PairedStream:
+    """Trainer data of ``(main batch, other batch)``; see ``PairedStream``."""
+    if not isinstance(main, TrainStream) or not isinstance(other, TrainStream):
+        raise ConfigError("kit.pair takes two training streams (kit.stream(..., train=True))")
+    return PairedStream(main, other)
