@@ -1,0 +1,1 @@
+"""DCAN: dual channel-wise alignment for unsupervised scene adaptation (stages in stages.py)"""
