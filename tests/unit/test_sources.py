@@ -58,6 +58,7 @@ ALL_KINDS = {
     "synthia",
     "video-features",
     "digits",
+    "street-scenes",
 }
 
 
