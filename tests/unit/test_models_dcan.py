@@ -155,6 +155,23 @@ def test_generator_output_keeps_the_source_size():
         assert gen(torch.rand(1, 3, 36, 44), torch.rand(1, 3, 32, 32)).image.shape == (1, 3, 36, 44)
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_a_shallower_generator_stops_at_its_tap_and_keeps_torchvision_names(depth):
+    gen = build_model("dcan_generator", depth=depth, debug=True)
+    out = gen(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
+    assert out.image.shape == (2, 3, 32, 32) and len(out.target_feats) == depth
+    assert out.aligned.shape[-1] == 32 // 2 ** (depth - 1)
+    full = set(build_model("dcan_generator", debug=True).encoder.state_dict())
+    assert set(gen.encoder.state_dict()) < full  # a prefix of VGG-19's layers, under their names
+    gen.loss(out)["gen"].backward()
+    assert all(p.grad is not None for p in gen.decoder.parameters())
+
+
+def test_a_generator_depth_outside_1_to_4_is_refused():
+    with pytest.raises(ConfigError, match="depth=5: expected 1..4"):
+        build_model("dcan_generator", depth=5)
+
+
 def _saved(tmp_path, name: str, reference: nn.Module) -> tuple[str, dict[str, torch.Tensor]]:
     state = reference.state_dict()
     path = tmp_path / f"{name}.pt"

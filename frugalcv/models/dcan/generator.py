@@ -25,18 +25,36 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # torchvision vgg19.features indices of relu1_1, relu2_1, relu3_1, relu4_1
 TAPS = (1, 6, 11, 20)
+#: per depth (the last tap: 1 = relu1_1 ... 4 = relu4_1), the encoder's VGG config prefix and the decoder's start
+_ENCODER_CONFIG = {1: 1, 2: 4, 3: 7, 4: 12}
+_DECODER_START = {1: 11, 2: 8, 3: 5, 4: 0}
+_TAP_CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512}
+DEPTHS = tuple(_ENCODER_CONFIG)
+
+
+def _check_depth(depth: int) -> None:
+    if depth not in DEPTHS:
+        from frugalcv.errors import ConfigError
+
+        raise ConfigError(f"generator depth={depth}: expected 1..4 (the encoder's last layer relu1_1 .. relu4_1; "
+                          "4, relu4_1, is the dissertation's)")
 
 
 class VGGEncoder(nn.Module):
-    """VGG-19 ``features[0..20]`` on [0, 1] images (ImageNet normalisation inside); returns the 4 taps."""
+    """VGG-19 ``features[0..20]`` on [0, 1] images (ImageNet normalisation inside); returns the 4 taps.
 
-    def __init__(self, width: float = 1.0):
+    ``depth`` < 4 stops earlier (at relu{depth}_1) and returns that many taps: a cheaper generator
+    for small images and CPU demos; the layers kept are named as torchvision's."""
+
+    def __init__(self, width: float = 1.0, depth: int = 4):
         super().__init__()
-        self.features = vgg_features(VGG19_TO_RELU4_1, width)
+        _check_depth(depth)
+        self.taps = TAPS[:depth]
+        self.features = vgg_features(VGG19_TO_RELU4_1[:_ENCODER_CONFIG[depth]], width)
         # not in the state dict: torchvision's vgg19 file has no such keys
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.channels = self.features[TAPS[-1] - 1].out_channels
+        self.channels = self.features[self.taps[-1] - 1].out_channels
 
     def forward(self, x01: Tensor) -> list[Tensor]:
         """[relu1_1, relu2_1, relu3_1, relu4_1] of images in [0, 1]."""
@@ -44,7 +62,7 @@ class VGGEncoder(nn.Module):
         taps = []
         for i, layer in enumerate(self.features):
             x = layer(x)
-            if i in TAPS:
+            if i in self.taps:
                 taps.append(x)
         return taps
 
@@ -54,19 +72,22 @@ DECODER = (256, "U", 256, 256, 256, 128, "U", 128, 64, "U", 64, 3)
 
 
 class Decoder(nn.Module):
-    """relu4_1 features -> image: reflection-padded 3×3 convs with ReLU (none after the last), no norm."""
+    """relu4_1 (or relu{depth}_1) features -> image: reflection-padded 3×3 convs with ReLU (none after
+    the last), no norm."""
 
-    def __init__(self, width: float = 1.0):
+    def __init__(self, width: float = 1.0, depth: int = 4):
         super().__init__()
-        in_ch = scaled(512, width)
+        _check_depth(depth)
+        in_ch = scaled(_TAP_CHANNELS[depth], width)
         layers: list[nn.Module] = []
-        for i, v in enumerate(DECODER):
+        config = DECODER[_DECODER_START[depth]:]
+        for i, v in enumerate(config):
             if v == "U":
                 layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
                 continue
-            out_ch = 3 if i == len(DECODER) - 1 else scaled(int(v), width)
+            out_ch = 3 if i == len(config) - 1 else scaled(int(v), width)
             layers += [nn.ReflectionPad2d(1), nn.Conv2d(in_ch, out_ch, 3)]
-            if i < len(DECODER) - 1:
+            if i < len(config) - 1:
                 layers.append(nn.ReLU(inplace=True))
             in_ch = out_ch
         self.layers = nn.Sequential(*layers)  # PyTorch's default initialisation, as AdaIN's decoder
@@ -86,10 +107,10 @@ class GeneratorOutput:
 class Generator(nn.Module):
     """Frozen VGG-19 encoder + trainable decoder; the encoder stays in eval mode and gets no gradient."""
 
-    def __init__(self, width: float = 1.0, style_weight: float = 1.0, eps: float = 1e-5):
+    def __init__(self, width: float = 1.0, style_weight: float = 1.0, eps: float = 1e-5, depth: int = 4):
         super().__init__()
-        self.encoder = VGGEncoder(width)
-        self.decoder = Decoder(width)
+        self.encoder = VGGEncoder(width, depth)
+        self.decoder = Decoder(width, depth)
         self.style_weight = style_weight
         self.eps = eps
         self.encoder.requires_grad_(False)
@@ -122,6 +143,6 @@ class Generator(nn.Module):
 
 
 @register_model
-def dcan_generator(*, width: float = 1.0, debug: bool = False) -> Generator:
+def dcan_generator(*, width: float = 1.0, depth: int = 4, debug: bool = False) -> Generator:
     """DCAN image generator: frozen VGG-19 (to relu4_1) + mirrored decoder, AdaIN between; debug: 1/16 width."""
-    return Generator(width=1 / 16 if debug else width)
+    return Generator(width=1 / 16 if debug else width, depth=depth)

@@ -35,9 +35,11 @@ def generator_net(ctx: kit.StageContext, p, state: dict | None = None) -> tuple[
         args = dict(state["generator_args"])
         net = build_model("dcan_generator", **args)
         net.load_state_dict(state["generator"])
+        net.style_weight = getattr(p, "style_weight", net.style_weight)
         return net, args
-    args = {"width": p.generator_width, "debug": bool(getattr(p, "debug", False))}
+    args = {"width": p.generator_width, "depth": p.generator_depth, "debug": bool(getattr(p, "debug", False))}
     net = build_model("dcan_generator", **args)
+    net.style_weight = p.style_weight
     if p.generator_weights:
         kit.load_pretrained(net.encoder, p.generator_weights, allow_unexpected=True)
     return net, args

@@ -93,10 +93,18 @@ class GeneratorFields:
     """The image generator (VGG-19 encoder to relu4_1, frozen; a mirrored decoder)."""
 
     generator_width: float = 1.0
+    #: the encoder's last layer: 4 = relu4_1 (the dissertation's); 1..3 stop at relu1_1..relu3_1 (cheaper, small images)
+    generator_depth: int = 4
     #: torchvision's ImageNet VGG-19 state dict for the frozen encoder
     generator_weights: str | None = None
     #: weight of the Gram (style) terms in the generator loss
     style_weight: float = 1.0
+
+    def __post_init__(self):
+        if (parent := getattr(super(), "__post_init__", None)) is not None:
+            parent()
+        if self.generator_depth not in (1, 2, 3, 4):
+            raise FieldError("generator_depth", f"{self.generator_depth}: expected 1..4 (relu1_1 .. relu4_1)")
 
 
 @dataclass(kw_only=True)
