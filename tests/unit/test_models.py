@@ -45,7 +45,7 @@ SMALL_INPUT = {
 
 
 # registered elsewhere, tested in their own files
-OTHER_NAMES = ["dcan_generator", "fcn8s_resnet101", "fcn8s_vgg16", "pspnet_resnet50"]
+OTHER_NAMES = ["dcan_generator", "fcn8s_resnet101", "fcn8s_vgg16", "liteeval_lstm", "pspnet_resnet50"]
 
 
 def test_list_models_has_descriptions():
