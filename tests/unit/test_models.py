@@ -46,8 +46,8 @@ SMALL_INPUT = {
 
 # registered elsewhere, tested in their own files
 OTHER_NAMES = [
-    "adaframe_lstm", "avgpool_classifier", "dcan_generator", "fcn8s_resnet101", "fcn8s_vgg16", "lstm_classifier",
-    "pspnet_resnet50",
+    "adaframe_lstm", "avgpool_classifier", "dcan_generator", "fcn8s_resnet101", "fcn8s_vgg16", "liteeval_lstm",
+    "lstm_classifier", "pspnet_resnet50",
 ]
 
 
