@@ -3,6 +3,7 @@
 classification: {"key", "image": HxWx3 uint8 RGB, "label": int}
 segmentation:   {"key", "image": HxWx3 uint8 RGB, "mask": HxW uint8 train ids (255 = ignore)}
 video_features: {"key", "features": TxD float32, "label": int}
+video_frames:   {"key", "frames": TxHxWx3 uint8 RGB, "label": int, "informative": T uint8 0/1 marks}
 """
 
 from __future__ import annotations
@@ -78,6 +79,24 @@ def decode_mask(data: bytes) -> np.ndarray:
         return np.array(img)
 
 
+def decode_array(
+    data: bytes, *, dtype: type, ndim: int, channels: int | None = None, expected: str
+) -> np.ndarray:
+    """A ``.npy`` member (no pickle), refused unless it has ``dtype``, ``ndim`` and ``channels`` last."""
+    array = np.load(io.BytesIO(data), allow_pickle=False)
+    if array.dtype != dtype or array.ndim != ndim or (channels is not None and array.shape[-1] != channels):
+        raise ValueError(f"holds a {array.dtype} array of shape {list(array.shape)}; expected {expected}")
+    return array
+
+
+def decode_informative(data: bytes) -> np.ndarray:
+    """Per frame, 1 where it shows the class and 0 where it does not."""
+    marks = decode_array(data, dtype=np.uint8, ndim=1, expected="uint8 [T] 0/1 marks")
+    if marks.size and marks.max() > 1:
+        raise ValueError(f"holds marks up to {marks.max()}; expected 0 or 1 per frame")
+    return marks
+
+
 def decode_sample(key: str, fields: dict[str, bytes], url: str = "?") -> dict:
     """Decode one sample; any failure raises ShardError naming the shard and member."""
     out: dict = {"key": key}
@@ -91,8 +110,19 @@ def decode_sample(key: str, fields: dict[str, bytes], url: str = "?") -> dict:
                 out["mask"] = decode_mask(data)
             elif ext == "features.npy":
                 out["features"] = np.load(io.BytesIO(data), allow_pickle=False)
+            elif ext == "frames.npy":
+                out["frames"] = decode_array(
+                    data, dtype=np.uint8, ndim=4, channels=3, expected="uint8 [T, H, W, 3] RGB frames"
+                )
+            elif ext == "informative.npy":
+                out["informative"] = decode_informative(data)
             else:
                 out[ext] = data
         except Exception as e:
             raise ShardError(f"{url}: member {key}.{ext} failed to decode: {type(e).__name__}: {e}") from e
+    if "frames" in out and "informative" in out and len(out["informative"]) != len(out["frames"]):
+        raise ShardError(
+            f"{url}: member {key}.informative.npy has {len(out['informative'])} marks for "
+            f"{len(out['frames'])} frames in {key}.frames.npy; expected one per frame"
+        )
     return out

@@ -59,6 +59,7 @@ ALL_KINDS = {
     "video-features",
     "digits",
     "street-scenes",
+    "video-digits",
 }
 
 

@@ -1,6 +1,16 @@
 """Dataset converters ("sources"); importing this package registers every kind."""
 
-from . import cifar, cityscapes, digits, gta5, imagefolder, street_scenes, synthia, video_features  # noqa: F401
+from . import (  # noqa: F401
+    cifar,
+    cityscapes,
+    digits,
+    gta5,
+    imagefolder,
+    street_scenes,
+    synthia,
+    video_digits,
+    video_features,
+)
 from .base import SOURCES, EncodedSample, Source, get_source, register_source, safe_key
 
 __all__ = ["SOURCES", "EncodedSample", "Source", "get_source", "register_source", "safe_key"]

@@ -7,6 +7,9 @@ A source reads one split of a dataset in its real on-disk format and encodes sam
 - ``cls``: the class index as ASCII digits
 - ``mask.png``: single-channel (mode "L") PNG of train ids, 255 = ignore
 - ``features.npy``: ``np.save`` of a float32 [T, D] array (no pickle)
+- ``frames.npy``: ``np.save`` of a uint8 [T, H, W, 3] array of RGB frames (no pickle)
+- ``informative.npy``: ``np.save`` of a uint8 [T] array, 1 where a frame shows the class
+  (for analysis of generated videos; training must not read it)
 
 Sources must be picklable (the writer encodes in a process pool) and ``encode`` must be
 deterministic, so that the same input gives byte-identical shards.
@@ -21,7 +24,7 @@ from typing import ClassVar
 
 from frugalcv.errors import FrugalError, SourceLayoutError
 
-TASKS = ("classification", "segmentation", "video_features")
+TASKS = ("classification", "segmentation", "video_features", "video_frames")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ class ShardParams:
 
     #: the source format: a ``frugalcv shard`` kind (cifar10, imagefolder, cityscapes, ...)
     kind: str
-    #: the dataset in its on-disk layout (a folder), or ``sklearn`` for digits and street-scenes
+    #: the dataset in its on-disk layout (a folder), or ``sklearn`` for digits, street-scenes and video-digits
     src: str
     #: where the splits go (default ``<output_dir>/data``); writes ``<dst>/<split>``
     dst: str | None = None
