@@ -1,11 +1,12 @@
 """The GPU check (``scripts/gpu-check.sh``): what only a GPU machine can show, in under 10 minutes.
 
-1. The BlockDrop digits demo on CUDA, world size 1: every training stage's parameters and batches
-   are on the GPU (checked inside the Trainer), and the demo finishes.
+1. The BlockDrop digits demo and the DCAN street-scenes demo on CUDA, world size 1: every training
+   stage's parameters and batches are on the GPU (checked inside the Trainer), and the demos finish.
 2. With two or more GPUs: the pretrain stage as 2 local ranks over NCCL (DDP with device_ids).
 3. Resume after SIGTERM mid-epoch gives the same sha256 of every output as an uninterrupted run.
 4. Speed, as JSON lines: the pretrain stage's images/s against a bare PyTorch loop on the same GPU
-   and data (``gpu_overhead_ratio``), then ``benchmarks/blockdrop_inference.py --device cuda``.
+   and data (``gpu_overhead_ratio``), then ``benchmarks/blockdrop_inference.py --device cuda`` and
+   ``benchmarks/dcan_step.py --device cuda``.
 
 ``--allow-cpu`` runs the same steps on the CPU with tiny settings (to check this script itself).
 """
@@ -27,6 +28,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "pipelines" / "blockdrop-demo.yaml"
+DCAN_DEMO = REPO / "pipelines" / "dcan-demo.yaml"
 
 
 def check(condition: bool, message: str) -> None:
@@ -68,15 +70,15 @@ def digests(status: dict) -> dict[str, str]:
     return {f"{s['stage']}.{name}": out["sha256"] for s in status["stages"] for name, out in s["outputs"].items()}
 
 
-def demo_on_device(root: Path, small: bool) -> None:
+def demo_on_device(root: Path, small: bool, pipeline: Path = DEMO) -> None:
     from frugalcv.workflows.pipeline.config import load_pipeline
 
     probe = DeviceProbe()
     overrides = [f"storage.root={root}", "executor.kind=inline"]
     if small:
         overrides.append("smoke_steps=3")
-    _, status = run(load_pipeline(DEMO, overrides))
-    check(all(s["state"] == "finished" for s in status["stages"]), "the digits demo finished on this device")
+    _, status = run(load_pipeline(pipeline, overrides))
+    check(all(s["state"] == "finished" for s in status["stages"]), f"{pipeline.name} finished on this device")
     want = "cuda" if torch.cuda.is_available() else "cpu"
     check(probe.seen == {(want, want)}, f"every training step had its batch and parameters on {want}: {probe.seen}")
     print(json.dumps({"check": "demo", **{s["stage"]: s["metrics"] for s in status["stages"][-1:]}}))
@@ -155,6 +157,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="frugalcv-gpu-check-") as tmp:
         root = Path(tmp)
         demo_on_device(root / "demo", small)
+        demo_on_device(root / "dcan", small, DCAN_DEMO)
         if torch.cuda.device_count() >= 2:
             two_rank_nccl(root / "nccl")
         else:
@@ -168,6 +171,12 @@ def main() -> int:
     out = subprocess.run(inference, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"gpu-check FAILED: blockdrop_inference.py: {out.stderr[-2000:]}")
+    print(out.stdout.strip().splitlines()[-1], flush=True)
+    step = [sys.executable, str(REPO / "benchmarks" / "dcan_step.py"), "--device",
+            "cuda" if torch.cuda.is_available() else "cpu", *(["--debug", "--steps", "2", "--rounds", "1"] if small else [])]
+    out = subprocess.run(step, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"gpu-check FAILED: dcan_step.py: {out.stderr[-2000:]}")
     print(out.stdout.strip().splitlines()[-1], flush=True)
     return 0
 

@@ -1,4 +1,4 @@
-"""Generated digit videos for adaptive frame-selection demos (AdaFrame, LiteEval).
+"""Generated digit videos for adaptive frame-selection and coarse-to-fine video demos.
 
 A video is ``FRAMES`` (16) frames of 32x32 RGB whose class (a digit "0".."9") shows in only a few
 of them. Each video has 2 to 6 *informative* frames, at random positions (in a third of the

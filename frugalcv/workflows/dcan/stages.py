@@ -124,9 +124,10 @@ def train_stage(ctx: kit.StageContext) -> kit.StageResult:
     """DCAN end to end (Eq. 6.5): generator and segmentation network trained jointly on
     ``l_seg + gen_weight * l_gen``; ``generator`` (a dcan.generator checkpoint) starts the decoder."""
     p: TrainParams = ctx.params
-    kit.seed(ctx, per_rank=False)
     start = model_file.read(ctx, "generator", needs="generator") if "generator" in ctx.inputs else None
+    kit.seed(ctx, 2, per_rank=False)
     gen, gen_args = model_file.generator_net(ctx, p, start)
+    kit.seed(ctx, per_rank=False)  # the segmentation network starts as in the other stages with this seed
     seg, args = model_file.segmentation_net(ctx, p)
     net = kit.place(ctx, DCAN(seg, gen))
     decoder = [q for q in gen.parameters() if q.requires_grad]
