@@ -2,7 +2,7 @@
 
 classification: {"key", "image": HxWx3 uint8 RGB, "label": int}
 segmentation:   {"key", "image": HxWx3 uint8 RGB, "mask": HxW uint8 train ids (255 = ignore)}
-video_features: {"key", "features": TxD float32, "label": int}
+video_features: {"key", "features": TxD float32, "label": int, "coarse": TxD' float32 (when present)}
 video_frames:   {"key", "frames": TxHxWx3 uint8 RGB, "label": int, "informative": T uint8 0/1 marks}
 """
 
@@ -109,7 +109,9 @@ def decode_sample(key: str, fields: dict[str, bytes], url: str = "?") -> dict:
             elif ext == "mask.png":
                 out["mask"] = decode_mask(data)
             elif ext == "features.npy":
-                out["features"] = np.load(io.BytesIO(data), allow_pickle=False)
+                out["features"] = decode_array(data, dtype=np.float32, ndim=2, expected="float32 [T, D] features")
+            elif ext == "coarse.npy":
+                out["coarse"] = decode_array(data, dtype=np.float32, ndim=2, expected="float32 [T, D] features")
             elif ext == "frames.npy":
                 out["frames"] = decode_array(
                     data, dtype=np.uint8, ndim=4, channels=3, expected="uint8 [T, H, W, 3] RGB frames"
@@ -120,9 +122,11 @@ def decode_sample(key: str, fields: dict[str, bytes], url: str = "?") -> dict:
                 out[ext] = data
         except Exception as e:
             raise ShardError(f"{url}: member {key}.{ext} failed to decode: {type(e).__name__}: {e}") from e
-    if "frames" in out and "informative" in out and len(out["informative"]) != len(out["frames"]):
-        raise ShardError(
-            f"{url}: member {key}.informative.npy has {len(out['informative'])} marks for "
-            f"{len(out['frames'])} frames in {key}.frames.npy; expected one per frame"
-        )
+    per_frame = "frames" if "frames" in out else "features"
+    for name, unit in (("informative", "marks"), ("coarse", "rows")):
+        if name in out and per_frame in out and len(out[name]) != len(out[per_frame]):
+            raise ShardError(
+                f"{url}: member {key}.{name}.npy has {len(out[name])} {unit} for "
+                f"{len(out[per_frame])} frames in {key}.{per_frame}.npy; expected one per frame"
+            )
     return out

@@ -106,13 +106,17 @@ def existing_manifest(out: str, params: dict) -> Manifest | None:
 
 
 def _params(source: Source, max_bytes: int, max_samples: int | None) -> dict:
-    return {
+    params = {
         "kind": source.kind,
         "split": source.split,
         "num_source_samples": len(source),
         "max_shard_bytes": max_bytes,
         "max_shard_samples": max_samples,
     }
+    settings = source.writer_params()
+    if settings:
+        params["source"] = json.loads(json.dumps(settings))  # as the manifest and progress records hold it
+    return params
 
 
 def write_split(

@@ -1,7 +1,7 @@
 """The package's layout: methods live in their own folders and reach the engine only through the kit.
 
 * no engine file (``workflows/engine``, ``workflows/pipeline``, ``slurm``, ``sharding``) names a method;
-* a method's workflow code imports ``frugalcv.workflows.kit``, never the engine's modules directly;
+* a method's (or a shared folder's) workflow code imports ``frugalcv.workflows.kit``, never the engine's modules directly;
 * ``models`` and ``sharding`` import neither each other nor MLflow, submitit or torch.distributed;
 * every stage that ships is registered with a typed params dataclass.
 """
@@ -16,6 +16,8 @@ import pytest
 
 PACKAGE = Path(__file__).parents[2] / "frugalcv"
 METHODS = ("blockdrop", "dcan", "adaframe", "liteeval", "scn")
+#: workflow folders that several methods share (their stages follow the same rules as a method's)
+SHARED = ("video",)
 METHOD_NAME = re.compile(r"\b(" + "|".join(METHODS) + r")\b", re.IGNORECASE)
 ENGINE_DIRS = ("workflows/engine", "workflows/pipeline", "slurm", "sharding")
 ENGINE_MODULES = ("frugalcv.workflows.engine", "frugalcv.workflows.pipeline", "frugalcv.slurm")
@@ -54,7 +56,7 @@ def test_the_grep_catches_a_method_name():
 
 @pytest.mark.parametrize("folder", method_dirs(), ids=lambda p: p.name)
 def test_method_code_reaches_the_engine_only_through_the_kit(folder):
-    assert folder.name in METHODS, f"{folder}: a workflow folder that is not a known method"
+    assert folder.name in METHODS + SHARED, f"{folder}: a workflow folder that is not a known method"
     bad = [f"{p.relative_to(PACKAGE.parent)}:{line}: {module}" for p in folder.rglob("*.py")
            for line, module in imported_modules(p) if module.startswith(ENGINE_MODULES)]
     assert not bad, "import the stage kit (frugalcv.workflows.kit) instead:\n" + "\n".join(bad)

@@ -10,6 +10,7 @@ from . import (  # noqa: F401
     synthia,
     video_digits,
     video_features,
+    video_frames,
 )
 from .base import SOURCES, EncodedSample, Source, get_source, register_source, safe_key
 

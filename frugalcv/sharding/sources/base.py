@@ -7,6 +7,8 @@ A source reads one split of a dataset in its real on-disk format and encodes sam
 - ``cls``: the class index as ASCII digits
 - ``mask.png``: single-channel (mode "L") PNG of train ids, 255 = ignore
 - ``features.npy``: ``np.save`` of a float32 [T, D] array (no pickle)
+- ``coarse.npy``: ``np.save`` of a float32 [T, D_coarse] array: the same frames' features from a
+  cheaper network (coarse-to-fine video methods)
 - ``frames.npy``: ``np.save`` of a uint8 [T, H, W, 3] array of RGB frames (no pickle)
 - ``informative.npy``: ``np.save`` of a uint8 [T] array, 1 where a frame shows the class
   (for analysis of generated videos; training must not read it)
@@ -74,6 +76,11 @@ class Source(abc.ABC):
 
     def extra_manifest(self) -> dict:
         """Kind-specific facts recorded in the manifest (e.g. SYNTHIA's 16 classes present)."""
+        return {}
+
+    def writer_params(self) -> dict:
+        """Settings beyond kind, split and shard limits that change the shards (a derived dataset's
+        input and settings), as plain JSON data: a rerun into the same folder with others is refused."""
         return {}
 
 

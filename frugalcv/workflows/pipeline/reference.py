@@ -114,7 +114,20 @@ def stage_section(info: StageInfo) -> list[str]:
         parts.append("Outputs: one per split of the params (see the stage's description).")
     if info.params is not None:
         parts += [*_class_doc(info.params), params_table(info.params)]
+        for cls, keys in nested_sections(info.params).items():
+            parts += [f"`{cls.__name__}` (the keys of {', '.join(f'`{k}`' for k in keys)}):", *_class_doc(cls),
+                      params_table(cls)]
     return parts
+
+
+def nested_sections(cls: type) -> dict[type, list[str]]:
+    """Dataclasses that fields of ``cls`` take (``fine: BackboneSpec``, ``X | None``), with those fields."""
+    found: dict[type, list[str]] = {}
+    for name, tp in typing.get_type_hints(cls).items():
+        for option in (tp, *typing.get_args(tp)):
+            if dataclasses.is_dataclass(option) and isinstance(option, type):
+                found.setdefault(option, []).append(name)
+    return found
 
 
 def render() -> str:

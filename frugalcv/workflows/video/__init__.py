@@ -1,0 +1,1 @@
+"""What the video recognition methods share: per-frame feature extraction (``video.extract``)."""
