@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
         for i in range(args.steps):
             order = list(kinds)[i % 3:] + list(kinds)[:i % 3]
             for name in order:
-                totals[name] += timed(lambda name=name: kinds[name](i))
+                totals[name] += timed(lambda name=name, i=i: kinds[name](i))
         if r:
             rounds.append(totals)
     ratios = [t["end_to_end"] / (t["generator"] + t["segmentation"]) for t in rounds]

@@ -99,6 +99,16 @@ def eval_stream(ctx: kit.StageContext, split: str, batch_size: int, size: list[i
     return kit.stream(ctx, ctx.input(split), batch_size, EvalTransform(size), batch_transform=ToFloat(), train=False)
 
 
+def image_stream(ctx: kit.StageContext, split: str, batch_size: int, size: list[int]) -> kit.EvalStream:
+    """``split``'s images alone, in order, resized to ``size`` (for figures)."""
+    return kit.stream(ctx, ctx.input(split), batch_size, SampleTransform(size, with_mask=False),
+                      batch_transform=_images_to_float, train=False)
+
+
+def _images_to_float(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return images.float().div_(255)
+
+
 class EvalTransform:
     """Picklable: the image resized to ``size`` for prediction, the mask untouched (scored at full size)."""
 

@@ -3,15 +3,12 @@ and two-stage checkpoints when given, with the per-class table (Table 6.1's layo
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 
-import torch
-
 from frugalcv.workflows import kit
 from frugalcv.workflows.dcan import model_file, report
-from frugalcv.workflows.dcan.data import eval_stream
+from frugalcv.workflows.dcan.data import eval_stream, image_stream
 from frugalcv.workflows.dcan.evaluate import evaluate, translations
 from frugalcv.workflows.dcan.metrics import segmentation_metrics
 from frugalcv.workflows.dcan.params import EvaluateParams
@@ -21,19 +18,21 @@ BASELINES = {"source_only": ("Source only", "source_only_"), "two_stage": ("Two-
 
 
 def _translation_figure(ctx, state: dict, out: str, count: int, size) -> str | None:
+    """Source images next to their synthesised versions and the target images whose statistics they took."""
     if "generator" not in state or "source" not in ctx.inputs or count == 0:
         return None
     gen, _ = model_file.generator_net(ctx, None, state)
     gen = kit.place(ctx, gen)
-    sources = [b[0] for b in itertools.islice(iter(eval_stream(ctx, "source", count, size)), 1)]
-    targets = [b[0] for b in itertools.islice(iter(eval_stream(ctx, "val", count, size)), 1)]
-    if not sources or not targets:
+    targets = next(iter(image_stream(ctx, "val", count, size)), None) if size else None
+    if targets is None:  # the target's stored size, from its first batch
+        targets = next(iter(eval_stream(ctx, "val", count, None)), (None,))[0]
+    if targets is None:
         return None
-    src, tgt = sources[0], targets[0]
-    n = min(len(src), len(tgt))
-    if src.shape[-2:] != tgt.shape[-2:]:
-        tgt = torch.nn.functional.interpolate(tgt, src.shape[-2:], mode="bilinear", align_corners=False)
-    rows = translations(gen, src[:n], tgt[:n])
+    sources = next(iter(image_stream(ctx, "source", count, list(targets.shape[-2:]))), None)
+    if sources is None:
+        return None
+    n = min(len(sources), len(targets))
+    rows = translations(gen, sources[:n], targets[:n])
     return report.plot_translations(*rows, os.path.join(out, "translations.png"))
 
 
