@@ -63,6 +63,8 @@ class TrainParams(FeatureParams):
     epochs: int = 100
     batch_size: int = 128
     lr: float = 1.0e-4
+    #: constant (the dissertation's) or cosine: decayed to 0 over the run (steadier short demo runs)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     weight_decay: float = 0.0
     grad_clip: float | None = None
     eval_batch_size: int = 128

@@ -16,7 +16,7 @@ from frugalcv.models.liteeval import LiteEvalNet
 from frugalcv.workflows import kit
 from frugalcv.workflows.liteeval import model_file
 from frugalcv.workflows.liteeval.params import TrainParams
-from frugalcv.workflows.liteeval.train import LiteEvalTask, TemperatureHook, optimizer
+from frugalcv.workflows.liteeval.train import LiteEvalTask, TemperatureHook, lr_hooks, optimizer
 from frugalcv.workflows.video.data import split_info, train_stream
 
 
@@ -55,8 +55,9 @@ def train_stage(ctx: kit.StageContext) -> kit.StageResult:
     kit.seed(ctx, per_rank=False)  # the same initial weights on every rank
     net = kit.place(ctx, LiteEvalNet(info["coarse_dim"], info["fine_dim"], len(info["classes"]),
                                      p.coarse_hidden, p.fine_hidden))
+    opt = optimizer(net, p)
     # always fine: the gate's output is never used, so DDP must not wait for its gradients
-    model, update = kit.distribute(ctx, net, optimizer(net, p), find_unused=p.gate == "always_fine",
+    model, update = kit.distribute(ctx, net, opt, find_unused=p.gate == "always_fine",
                                    grad_clip=p.grad_clip, batch_size=p.batch_size)
     data = train_stream(ctx, "train", p.batch_size, frames, coarse=True)
     task = LiteEvalTask(model, p)
@@ -64,7 +65,8 @@ def train_stage(ctx: kit.StageContext) -> kit.StageResult:
     if ctx.smoke_steps:
         total = min(total, ctx.smoke_steps)
     kit.seed(ctx, 1, per_rank=True)  # Gumbel noise differs per rank
-    trainer = kit.fit(ctx, task, update, data, epochs=p.epochs, state=net, hooks=[TemperatureHook(task, total)],
+    hooks = [TemperatureHook(task, total), *lr_hooks(opt, p, total)]
+    trainer = kit.fit(ctx, task, update, data, epochs=p.epochs, state=net, hooks=hooks,
                       log_every=p.log_every, log_prefix=f"{ctx.stage} ")
     if not ctx.is_main:
         return kit.StageResult()

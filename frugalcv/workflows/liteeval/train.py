@@ -9,12 +9,14 @@ baseline is the same network with every decision forced to 1 (the gate unused, n
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from frugalcv.models.liteeval import always_fine_decisions
-from frugalcv.workflows.kit import HookBase, unwrap
+from frugalcv.workflows.kit import HookBase, LRScheduleHook, unwrap
 from frugalcv.workflows.liteeval.params import TrainParams
 
 
@@ -78,6 +80,16 @@ class TemperatureHook(HookBase):
 
     def load_state_dict(self, state: dict) -> None:
         self.task.tau, self.total_steps = float(state["tau"]), int(state["total_steps"])
+
+
+def lr_hooks(opt: torch.optim.Optimizer, params: TrainParams, total_steps: int) -> list[HookBase]:
+    """The learning-rate schedule as a hook (none for ``constant``); ``cosine`` reaches 0 at ``total_steps``."""
+    if params.lr_schedule == "constant":
+        return []
+    total = max(1, int(total_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total)))
+    return [LRScheduleHook(schedule)]
 
 
 def optimizer(net: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
