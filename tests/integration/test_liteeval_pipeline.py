@@ -2,7 +2,8 @@
 recipes in smoke mode on tiny frame folders in their real on-disk layout
 (``<split>/<class>/<video>/<frame>.jpg``) with ImageNet-weight files saved from torchvision's own
 (randomly initialised) MobileNetV2 and ResNet-101, overriding only data paths, weights, sizes and the
-number of extraction tasks; and ``liteeval.train`` stopped by SIGTERM mid-epoch, resumed to the uninterrupted run's sha256."""
+number of extraction tasks; and ``liteeval.train`` stopped by SIGTERM mid-epoch, resumed to the
+uninterrupted run's sha256."""
 
 import json
 import os
