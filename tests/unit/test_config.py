@@ -58,7 +58,7 @@ def test_shipped_pipelines_exist():
 def test_shipped_pipeline_loads_and_round_trips(path):
     cfg = load_pipeline(path)
     assert cfg.name == path.stem
-    assert [s.uses for s in cfg.stages][:1] == ["shard"]
+    assert cfg.stages[0].uses in ("shard", "video.extract")  # every pipeline starts from data in its layout
     again = pipeline_from_dict(cfg.to_dict())
     assert again == cfg
     assert config_hash(again) == config_hash(cfg)
