@@ -62,12 +62,60 @@ def evaluation_batches(ctx: kit.StageContext, split: str, batch_size: int, featu
                        uniform=features["long_videos"] == "uniform")
 
 
-def prepare(batch: dict, normalize: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(fine [B, N, D], coarse [B, N, Dc] or None) of a batch, each frame L2-normalised with
-    ``normalize: l2`` (the padding stays zero)."""
+def _valid(batch: dict) -> torch.Tensor:
+    """[B, N, 1] 1.0 on each video's first ``length`` frames."""
+    frames = batch["features"].shape[1]
+    return (torch.arange(frames, device=batch["length"].device)[None, :] < batch["length"][:, None]).unsqueeze(-1)
+
+
+@torch.no_grad()
+def feature_stats(batches) -> dict[str, torch.Tensor]:
+    """Per-dimension mean and std of the fine and coarse features over every valid frame of ``batches``."""
+    sums: dict[str, list[torch.Tensor]] = {}
+    count = 0
+    for batch in batches:
+        valid = _valid(batch)
+        count += int(valid.sum())
+        for name in ("features", "coarse"):
+            if name in batch:
+                x = torch.where(valid, batch[name].double(), 0.0)
+                total, squares = x.sum(dim=(0, 1)), (x * x).sum(dim=(0, 1))
+                if name in sums:
+                    sums[name][0] += total
+                    sums[name][1] += squares
+                else:
+                    sums[name] = [total, squares]
+    out = {}
+    for name, (total, squares) in sums.items():
+        mean = total / max(count, 1)
+        std = (squares / max(count, 1) - mean * mean).clamp(min=0).sqrt()
+        key = "fine" if name == "features" else "coarse"
+        out[f"{key}_mean"], out[f"{key}_std"] = mean.float().cpu(), std.clamp(min=1e-6).float().cpu()
+    return out
+
+
+def prepare(batch: dict, features: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(fine [B, N, D], coarse [B, N, Dc] or None) of a batch as the networks read them:
+    ``normalize: l2`` scales each frame to unit norm, ``standardize`` shifts and scales each
+    dimension by the training split's mean and std (``features["stats"]``); the padding stays zero."""
     fine, coarse = batch["features"].float(), batch.get("coarse")
     coarse = coarse.float() if coarse is not None else None
+    normalize = features["normalize"]
     if normalize == "l2":
         fine = F.normalize(fine, dim=-1)
         coarse = F.normalize(coarse, dim=-1) if coarse is not None else None
+    elif normalize == "standardize":
+        stats, valid = features["stats"], _valid(batch)
+        fine = torch.where(valid, (fine - stats["fine_mean"].to(fine.device)) / stats["fine_std"].to(fine.device), 0.0)
+        if coarse is not None and "coarse_mean" in stats:
+            coarse = torch.where(valid, (coarse - stats["coarse_mean"].to(coarse.device))
+                                 / stats["coarse_std"].to(coarse.device), 0.0)
     return fine, coarse
+
+
+def with_stats(ctx: kit.StageContext, features: dict, batch_size: int, coarse: bool) -> dict:
+    """``features`` with the training split's statistics under ``stats`` when it standardises."""
+    if features["normalize"] != "standardize":
+        return features
+    stats = feature_stats(evaluation_batches(ctx, "train", batch_size, features, coarse=coarse))
+    return {**features, "stats": stats}

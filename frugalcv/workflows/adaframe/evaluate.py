@@ -76,22 +76,25 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate_split(net: AdaFrameNet, batches: Iterable[dict], steps: int, normalize: str, *,
-                   baselines: dict[str, nn.Module] | None = None, frames: Iterable[int] = (),
-                   seed: int = 0) -> tuple[Rollouts, list[BaselineRow]]:
-    """One pass over ``batches``: AdaFrame's rollout of ``steps`` glimpses, the baselines' rows."""
+def evaluate_split(net: AdaFrameNet, batches: Iterable[dict], steps: int, features: dict, *,
+                   baselines: dict[str, nn.Module] | None = None, baseline_features: dict | None = None,
+                   frames: Iterable[int] = (), seed: int = 0) -> tuple[Rollouts, list[BaselineRow]]:
+    """One pass over ``batches``: AdaFrame's rollout of ``steps`` glimpses, the baselines' rows
+    (their features prepared as ``baseline_features`` says, by default as AdaFrame's)."""
     net.eval()
     baselines = baselines or {}
     generator = torch.Generator().manual_seed(seed)
     kept: dict[str, list] = {k: [] for k in ("logits", "values", "mask", "locations", "labels", "lengths")}
     rows: dict[tuple, list] = {}
     for batch in batches:
-        fine, coarse = prepare(batch, normalize)
+        fine, coarse = prepare(batch, features)
         lengths, labels = batch["length"], batch["label"]
         r = net(fine, lengths, coarse, steps, sample=False)
         for name, value in (("logits", r.logits.float()), ("values", r.values.float()), ("mask", r.mask),
                             ("locations", r.locations), ("labels", labels), ("lengths", lengths)):
             kept[name].append(value.cpu().numpy())
+        if baselines:
+            fine, _ = prepare(batch, baseline_features or features)
         for name, model in baselines.items():
             model.eval()
             budgets = [("all", None)] + [(m, k) for k in frames if k < fine.shape[1] for m in MODES]

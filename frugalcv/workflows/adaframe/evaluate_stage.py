@@ -59,8 +59,9 @@ def evaluate_stage(ctx: kit.StageContext) -> kit.StageResult:
     nets = model_file.load_baselines(ctx, bstate) if bstate else {}
     frames = sorted(set(p.frames or (bstate["frames"] if bstate else [])))
     batches = evaluation_batches(ctx, "test", p.batch_size, features)
-    rollouts, rows = evaluate_split(net, batches, max([steps, *curve_steps]), features["normalize"],
-                                    baselines=nets, frames=frames, seed=p.seed)
+    rollouts, rows = evaluate_split(net, batches, max([steps, *curve_steps]), features, baselines=nets,
+                                    baseline_features=bstate["features"] if bstate else None, frames=frames,
+                                    seed=p.seed)
 
     main, stops = adaframe_metrics(rollouts, steps, p.margin, p.patience, features, args)
     metrics = {**main, "frames_fraction": main["frames_mean"] / max(main["video_frames_mean"], 1e-9)}

@@ -62,8 +62,8 @@ def read(ctx: kit.StageContext, name: str, fmt: str) -> dict:
     url = ctx.input(name)
     state = kit.read_state(url, "AdaFrame model file")
     if state.get("format") != fmt:
-        raise ConfigError(f"stages.{ctx.stage}.inputs.{name}: {storage.redact(url)} is not {_WHAT[fmt][3:]} "
-                          f"model file (give {_WHAT[fmt]} stage's checkpoint output)")
+        raise ConfigError(f"stages.{ctx.stage}.inputs.{name}: {storage.redact(url)} is not {_WHAT[fmt]} "
+                          f"model file (give the checkpoint output of {_WHAT[fmt]} stage)")
     return state
 
 

@@ -41,8 +41,10 @@ class FeatureParams:
     #: how a video longer than ``max_frames`` is cut: uniform (that many frames spread evenly over
     #: it) or first (its first frames)
     long_videos: Literal["uniform", "first"] = "uniform"
-    #: l2: each frame's fine and coarse feature vectors scaled to unit norm; none: as extracted
-    normalize: Literal["none", "l2"] = "none"
+    #: none: as extracted; l2: each frame's fine and coarse vectors scaled to unit norm;
+    #: standardize: each dimension shifted and scaled by the training split's mean and std over
+    #: all frames (one streamed pass before training; kept in the model file)
+    normalize: Literal["none", "l2", "standardize"] = "none"
 
     def __post_init__(self):
         if self.max_frames is not None:
@@ -144,6 +146,8 @@ class BaselinesParams(OptimizerParams):
     models: list[str] = field(default_factory=lambda: list(BASELINE_MODELS))
     #: the LSTM baseline's units
     hidden: int = 2048
+    #: AVGPOOLING's learning rate (a single linear layer often wants a larger one); null: ``lr``
+    avgpool_lr: float | None = None
     #: the frame counts K the LSTM learns to classify (with all frames); evaluated at these K
     frames: list[int] = field(default_factory=lambda: [3, 5, 8, 10])
 
@@ -152,6 +156,8 @@ class BaselinesParams(OptimizerParams):
         if not self.models or any(m not in BASELINE_MODELS for m in self.models):
             raise FieldError("models", f"{self.models}: a non-empty list of {', '.join(BASELINE_MODELS)}")
         _at_least("hidden", self.hidden, 1)
+        if self.avgpool_lr is not None:
+            _positive("avgpool_lr", self.avgpool_lr)
         _frame_counts("frames", self.frames)
 
 

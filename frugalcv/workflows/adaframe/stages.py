@@ -15,7 +15,13 @@ from torch import nn
 from frugalcv.models.adaframe import AdaFrameNet
 from frugalcv.workflows import kit
 from frugalcv.workflows.adaframe import model_file
-from frugalcv.workflows.adaframe.data import check_matches, evaluation_batches, features_of, training_batches
+from frugalcv.workflows.adaframe.data import (
+    check_matches,
+    evaluation_batches,
+    features_of,
+    training_batches,
+    with_stats,
+)
 from frugalcv.workflows.adaframe.evaluate import adaframe_metrics, evaluate_split
 from frugalcv.workflows.adaframe.params import BaselinesParams, TrainParams
 from frugalcv.workflows.adaframe.train import AdaFrameTask, BaselinesTask, optimizer, schedule_hooks
@@ -27,10 +33,10 @@ def _last(trainer: kit.Trainer, keys: tuple[str, ...]) -> dict[str, float]:
     return {f"train_{k}": float(row[k]) for k in keys if k in row and math.isfinite(row[k])}
 
 
-def _fit(ctx: kit.StageContext, task, module: nn.Module, state: nn.Module, p, prefix: str, coarse: bool,
-         features: dict) -> kit.Trainer:
+def _fit(ctx: kit.StageContext, task, module, state: nn.Module, p, prefix: str, coarse: bool,
+         features: dict, groups=None) -> kit.Trainer:
     """Optimiser, DDP, the training stream and the Trainer for ``module`` (``state``: what is checkpointed)."""
-    opt = optimizer(state.parameters(), p)
+    opt = optimizer(groups or state.parameters(), p)
     model, update = kit.distribute(ctx, module, opt, grad_clip=p.grad_clip, batch_size=p.batch_size)
     data = training_batches(ctx, "train", p.batch_size, features, coarse=coarse)
     kit.seed(ctx, 1, per_rank=True)  # location samples and frame draws differ per rank
@@ -45,18 +51,18 @@ def train_stage(ctx: kit.StageContext) -> kit.StageResult:
     the policy, L_cls + λ·L_util − λ·J_sel; with `val`, its mAP, top-1 and frames at the lookahead
     stop (`margin`, `patience`)."""
     p: TrainParams = ctx.params
-    features = features_of(ctx, "train", p)
+    features = with_stats(ctx, features_of(ctx, "train", p), p.eval_batch_size, coarse=True)
     kit.seed(ctx, per_rank=False)  # the same initial weights on every rank
     args = model_file.adaframe_args(p, features)
     net = kit.place(ctx, AdaFrameNet(**args))
-    trainer = _fit(ctx, lambda m: AdaFrameTask(m, p, p.normalize), net, net, p, "adaframe ", True, features)
+    trainer = _fit(ctx, lambda m: AdaFrameTask(m, p, features), net, net, p, "adaframe ", True, features)
     if not ctx.is_main:
         return kit.StageResult()
     metrics = _last(trainer, ("loss", "cls", "util", "sel", "reward", "top1"))
     if "val" in ctx.inputs:
         check_matches(ctx, "val", features, "training split")
         rollouts, _ = evaluate_split(net, evaluation_batches(ctx, "val", p.eval_batch_size, features), p.steps,
-                                     p.normalize)
+                                     features)
         val, _ = adaframe_metrics(rollouts, p.steps, p.margin, p.patience, features, args)
         metrics.update({f"val_{k}": val[k] for k in ("map", "top1", "frames_mean", "gflops_mean")})
         ctx.printer(f"adaframe val: mAP {100 * val['map']:.2f}%, top-1 {100 * val['top1']:.2f}%, "
@@ -71,13 +77,15 @@ def baselines_stage(ctx: kit.StageContext) -> kit.StageResult:
     """The baselines on `train` (fine features only): AVGPOOLING (mean feature, one linear layer)
     over every frame, and an LSTM over K random frames (K drawn per batch from `frames` and all)."""
     p: BaselinesParams = ctx.params
-    features = features_of(ctx, "train", p, coarse=False)
+    features = with_stats(ctx, features_of(ctx, "train", p, coarse=False), p.eval_batch_size, coarse=False)
     kit.seed(ctx, per_rank=False)
     args = {name: model_file.baseline_args(name, p, features) for name in p.models}
     nets = {name: kit.place(ctx, model_file.build_baseline(name, args[name])) for name in p.models}
     both = nn.ModuleDict(nets)
-    task = lambda models: BaselinesTask(models, p.frames, features["max_frames"], p.normalize)  # noqa: E731
-    trainer = _fit(ctx, task, nets, both, p, "baselines ", False, features)
+    groups = [{"params": list(net.parameters()), **({"lr": p.avgpool_lr} if name == "avgpool" and p.avgpool_lr else {})}
+              for name, net in nets.items()]
+    task = lambda models: BaselinesTask(models, p.frames, features)  # noqa: E731
+    trainer = _fit(ctx, task, nets, both, p, "baselines ", False, features, groups)
     if not ctx.is_main:
         return kit.StageResult()
     keys = tuple(f"{name}_{k}" for name in p.models for k in ("ce", "top1"))

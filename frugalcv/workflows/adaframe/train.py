@@ -24,11 +24,11 @@ from frugalcv.workflows.adaframe.data import prepare
 class AdaFrameTask:
     """One optimizer step of AdaFrame: a sampled rollout and its loss (Eq. 3.7)."""
 
-    def __init__(self, model: nn.Module, p, normalize: str):
-        self.model, self.p, self.normalize = model, p, normalize
+    def __init__(self, model: nn.Module, p, features: dict):
+        self.model, self.p, self.features = model, p, features
 
     def training_step(self, batch: dict) -> dict:
-        fine, coarse = prepare(batch, self.normalize)
+        fine, coarse = prepare(batch, self.features)
         lengths, labels = batch["length"], batch["label"]
         self.model.train()
         rollout = self.model(fine, lengths, coarse, self.p.steps, sample=True)
@@ -48,12 +48,12 @@ def frame_counts(frames: list[int], max_frames: int) -> list[int]:
 class BaselinesTask:
     """AVGPOOLING over every frame and the LSTM over K random frames, one summed loss."""
 
-    def __init__(self, models: dict[str, nn.Module], frames: list[int], max_frames: int, normalize: str):
-        self.models, self.normalize = models, normalize
-        self.counts = frame_counts(frames, max_frames)  # K drawn with `random`: seeded, in every checkpoint
+    def __init__(self, models: dict[str, nn.Module], frames: list[int], features: dict):
+        self.models, self.features = models, features
+        self.counts = frame_counts(frames, features["max_frames"])  # K drawn with `random`: seeded, in every checkpoint
 
     def training_step(self, batch: dict) -> dict:
-        fine, _ = prepare(batch, self.normalize)
+        fine, _ = prepare(batch, self.features)
         lengths, labels = batch["length"], batch["label"]
         out: dict = {}
         total = fine.new_zeros(())
@@ -74,7 +74,8 @@ class BaselinesTask:
 
 
 def optimizer(params, p) -> torch.optim.Optimizer:
-    """SGD with momentum (the dissertation's) or Adam; ``weight_decay`` is an L2 term in both."""
+    """SGD with momentum (the dissertation's) or Adam over ``params`` (parameters or param groups);
+    ``weight_decay`` is an L2 term in both."""
     if p.optimizer == "adam":
         return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
     return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
