@@ -2,8 +2,9 @@
 
 A sample of a ``video-features`` split, ``{"key", "features": [T, D], "coarse": [T, Dc]?, "label",
 "informative"?}``, becomes ``{"features": [max_frames, D], "coarse": [max_frames, Dc]?,
-"length": T', "label"}``: truncated to ``max_frames`` and zero-padded after ``length`` so that
-videos of different lengths stack. Models mask the padded steps with ``length``. Frame marks
+"length": T', "label"}``: cut to ``max_frames`` (its first frames, or with ``uniform`` that many
+spread evenly over the video) and zero-padded after ``length`` so that videos of different
+lengths stack. Models mask the padded steps with ``length``. Frame marks
 (``informative``) are dropped: no training step may use them.
 """
 
@@ -15,7 +16,14 @@ import torch
 from frugalcv.workflows import kit
 
 
-def _pad(array: np.ndarray, frames: int) -> torch.Tensor:
+def uniform_frames(length: int, frames: int) -> np.ndarray:
+    """``frames`` indices spread evenly over ``length`` frames (the centres of equal segments)."""
+    return np.minimum(((np.arange(frames) + 0.5) * length / frames).astype(np.int64), length - 1)
+
+
+def _pad(array: np.ndarray, frames: int, uniform: bool = False) -> torch.Tensor:
+    if uniform and array.shape[0] > frames:
+        array = array[uniform_frames(array.shape[0], frames)]
     x = torch.from_numpy(np.ascontiguousarray(array[:frames], dtype=np.float32))
     if x.shape[0] < frames:
         x = torch.cat([x, x.new_zeros(frames - x.shape[0], *x.shape[1:])])
@@ -23,34 +31,35 @@ def _pad(array: np.ndarray, frames: int) -> torch.Tensor:
 
 
 class PadFrames:
-    """Picklable per-sample transform: truncate / zero-pad every feature sequence to ``max_frames``."""
+    """Picklable per-sample transform: truncate / zero-pad every feature sequence to ``max_frames``
+    (``uniform``: a longer video keeps ``max_frames`` frames spread over it, not its first ones)."""
 
-    def __init__(self, max_frames: int, *, coarse: bool):
-        self.max_frames, self.coarse = max_frames, coarse
+    def __init__(self, max_frames: int, *, coarse: bool, uniform: bool = False):
+        self.max_frames, self.coarse, self.uniform = max_frames, coarse, uniform
 
     def __call__(self, sample: dict) -> dict:
         length = min(int(sample["features"].shape[0]), self.max_frames)
-        out = {"features": _pad(sample["features"], self.max_frames), "length": length,
+        out = {"features": _pad(sample["features"], self.max_frames, self.uniform), "length": length,
                "label": int(sample["label"])}
         if self.coarse:
             if "coarse" not in sample:
                 raise KeyError("this split has no coarse features (coarse.npy): extract it with video.extract "
                                "and a `coarse:` backbone")
-            out["coarse"] = _pad(sample["coarse"], self.max_frames)
+            out["coarse"] = _pad(sample["coarse"], self.max_frames, self.uniform)
         return out
 
 
 def train_stream(ctx: kit.StageContext, split: str, batch_size: int, max_frames: int, *,
-                 coarse: bool = False) -> kit.TrainStream:
+                 coarse: bool = False, uniform: bool = False) -> kit.TrainStream:
     """``split`` as shuffled training batches of padded sequences, on ``ctx.device``."""
-    return kit.stream(ctx, ctx.input(split), batch_size, PadFrames(max_frames, coarse=coarse),
+    return kit.stream(ctx, ctx.input(split), batch_size, PadFrames(max_frames, coarse=coarse, uniform=uniform),
                       batch_transform=_on_device)
 
 
 def eval_stream(ctx: kit.StageContext, split: str, batch_size: int, max_frames: int, *,
-                coarse: bool = False) -> kit.EvalStream:
+                coarse: bool = False, uniform: bool = False) -> kit.EvalStream:
     """``split`` in order, every video once."""
-    return kit.stream(ctx, ctx.input(split), batch_size, PadFrames(max_frames, coarse=coarse),
+    return kit.stream(ctx, ctx.input(split), batch_size, PadFrames(max_frames, coarse=coarse, uniform=uniform),
                       batch_transform=_on_device, train=False)
 
 
