@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "pipelines" / "adaframe-demo.yaml"
-DEMO_STAGES = ["videos", "train_features", "test_features", "train", "baselines", "evaluate"]
+DEMO_STAGES = ["videos", "train_features", "test_features", "train", "avgpool", "lstm", "evaluate"]
 RECIPE_STAGES = ["features", "test_features", "train", "baselines", "evaluate"]
 WEIGHTS = {"resnet101-63fe2227.pth": torchvision.models.resnet101,
            "mobilenet_v2-b0353104.pth": torchvision.models.mobilenet_v2}

@@ -180,7 +180,7 @@ def test_the_lookahead_stops_after_patience_counted_drops():
 
 def test_baseline_rows_at_every_k_uniform_and_random():
     torch.manual_seed(0)
-    nets = {"avgpool": AvgPoolClassifier(10, 3), "lstm": LSTMClassifier(10, 3, hidden=5)}
+    nets = {"avgpool": (AvgPoolClassifier(10, 3), FEATURES), "lstm": (LSTMClassifier(10, 3, hidden=5), FEATURES)}
     r, rows = evaluate_split(net(), [batch(lengths=[6, 3, 6, 6])], 2, FEATURES, baselines=nets, frames=[2, 4, 6])
     keys = sorted(row.key for row in rows)
     assert keys == ["avgpool", "avgpool_r2", "avgpool_r4", "avgpool_u2", "avgpool_u4",

@@ -77,10 +77,10 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate_split(net: AdaFrameNet, batches: Iterable[dict], steps: int, features: dict, *,
-                   baselines: dict[str, nn.Module] | None = None, baseline_features: dict | None = None,
-                   frames: Iterable[int] = (), seed: int = 0) -> tuple[Rollouts, list[BaselineRow]]:
-    """One pass over ``batches``: AdaFrame's rollout of ``steps`` glimpses, the baselines' rows
-    (their features prepared as ``baseline_features`` says, by default as AdaFrame's)."""
+                   baselines: dict[str, tuple[nn.Module, dict]] | None = None, frames: Iterable[int] = (),
+                   seed: int = 0) -> tuple[Rollouts, list[BaselineRow]]:
+    """One pass over ``batches``: AdaFrame's rollout of ``steps`` glimpses, and the rows of the
+    ``baselines`` (name -> (network, the feature settings it was trained with))."""
     net.eval()
     baselines = baselines or {}
     generator = torch.Generator().manual_seed(seed)
@@ -93,10 +93,9 @@ def evaluate_split(net: AdaFrameNet, batches: Iterable[dict], steps: int, featur
         for name, value in (("logits", r.logits.float()), ("values", r.values.float()), ("mask", r.mask),
                             ("locations", r.locations), ("labels", labels), ("lengths", lengths)):
             kept[name].append(value.cpu().numpy())
-        if baselines:
-            fine, _ = prepare(batch, baseline_features or features)
-        for name, model in baselines.items():
+        for name, (model, own) in baselines.items():
             model.eval()
+            fine, _ = prepare(batch, own)
             budgets = [("all", None)] + [(m, k) for k in frames if k < fine.shape[1] for m in MODES]
             for mode, k in budgets:
                 if mode == "all":

@@ -13,20 +13,39 @@ from frugalcv.workflows.adaframe.data import check_matches, evaluation_batches
 from frugalcv.workflows.adaframe.evaluate import adaframe_metrics, baseline_metrics, evaluate_split
 from frugalcv.workflows.adaframe.params import EvaluateParams
 
-#: the feature settings a baselines file must share with the AdaFrame checkpoint
-SHARED = ("max_frames", "long_videos", "normalize", "fine_dim")
+#: the feature settings a baselines file must share with the AdaFrame checkpoint (the same frames)
+SHARED = ("max_frames", "long_videos", "fine_dim")
+#: optional inputs holding baselines: every model of the file, or only the one of that name
+BASELINE_INPUTS = ("baselines", "avgpool", "lstm")
 
 
-def _baselines(ctx: kit.StageContext, features: dict) -> dict | None:
-    if "baselines" not in ctx.inputs:
-        return None
-    state = model_file.read(ctx, "baselines", model_file.BASELINES_FORMAT)
-    for key in SHARED:
-        if state["features"][key] != features[key]:
-            raise ConfigError(f"stages.{ctx.stage}.inputs.baselines: trained with {key}={state['features'][key]!r}, "
-                              f"the AdaFrame checkpoint with {features[key]!r}; train both on the same features "
-                              "and settings")
-    return state
+def _baselines(ctx: kit.StageContext, features: dict) -> tuple[dict[str, dict], list[int]]:
+    """``{model: {"net", "args", "features"}}`` from the baseline inputs, and their frame counts K."""
+    found: dict[str, dict] = {}
+    frames: set[int] = set()
+    for name in BASELINE_INPUTS:
+        if name not in ctx.inputs:
+            continue
+        state = model_file.read(ctx, name, model_file.BASELINES_FORMAT)
+        for key in SHARED:
+            if state["features"][key] != features[key]:
+                raise ConfigError(f"stages.{ctx.stage}.inputs.{name}: trained with {key}="
+                                  f"{state['features'][key]!r}, the AdaFrame checkpoint with {features[key]!r}; "
+                                  "train both on the same frames")
+        models = model_file.load_baselines(ctx, state)
+        if name != "baselines":
+            if name not in models:
+                raise ConfigError(f"stages.{ctx.stage}.inputs.{name}: holds no {name} baseline (it has "
+                                  f"{', '.join(models) or 'none'}); give an adaframe.baselines stage with "
+                                  f"models: [{name}]")
+            models = {name: models[name]}
+        for model, net in models.items():
+            if model in found:
+                raise ConfigError(f"stages.{ctx.stage}.inputs.{name}: a second {model} baseline (the first came "
+                                  f"from inputs.{found[model]['input']}); give each baseline once")
+            found[model] = {"net": net, "args": state[model]["args"], "features": state["features"], "input": name}
+        frames |= set(state["frames"])
+    return found, sorted(frames)
 
 
 def _points(rollouts, steps: list[int], p: EvaluateParams, features: dict, args: dict) -> dict[str, list[dict]]:
@@ -41,11 +60,12 @@ def _points(rollouts, steps: list[int], p: EvaluateParams, features: dict, args:
 
 
 @kit.register_stage("adaframe.evaluate", params=EvaluateParams, inputs=("checkpoint", "test"),
-                    optional_inputs=("baselines",), outputs=("report", "metrics"))
+                    optional_inputs=BASELINE_INPUTS, outputs=("report", "metrics"))
 def evaluate_stage(ctx: kit.StageContext) -> kit.StageResult:
     """mAP, top-1, frames and GFLOPs per video at the lookahead stop (`margin` μ, `patience` p, at most
-    `steps` glimpses) on `test`; with `baselines`, AVGPOOLING and LSTM over all frames and K uniform
-    (U) or random (R) frames; report.md with Table 3.1's layout and the figures."""
+    `steps` glimpses) on `test`; with `baselines` (or `avgpool` / `lstm`, each trained apart),
+    AVGPOOLING and LSTM over all frames and K uniform (U) or random (R) frames; report.md with
+    Table 3.1's layout and the figures."""
     p: EvaluateParams = ctx.params
     if not ctx.is_main:
         return kit.StageResult()
@@ -55,13 +75,11 @@ def evaluate_stage(ctx: kit.StageContext) -> kit.StageResult:
     net = model_file.load_adaframe(ctx, state)
     steps = p.steps or int(state["steps"])
     curve_steps = sorted(set(p.curve_steps or [steps]))
-    bstate = _baselines(ctx, features)
-    nets = model_file.load_baselines(ctx, bstate) if bstate else {}
-    frames = sorted(set(p.frames or (bstate["frames"] if bstate else [])))
+    baselines, trained_frames = _baselines(ctx, features)
+    frames = sorted(set(p.frames or trained_frames))
     batches = evaluation_batches(ctx, "test", p.batch_size, features)
-    rollouts, rows = evaluate_split(net, batches, max([steps, *curve_steps]), features, baselines=nets,
-                                    baseline_features=bstate["features"] if bstate else None, frames=frames,
-                                    seed=p.seed)
+    rollouts, rows = evaluate_split(net, batches, max([steps, *curve_steps]), features, frames=frames, seed=p.seed,
+                                    baselines={k: (b["net"], b["features"]) for k, b in baselines.items()})
 
     main, stops = adaframe_metrics(rollouts, steps, p.margin, p.patience, features, args)
     metrics = {**main, "frames_fraction": main["frames_mean"] / max(main["video_frames_mean"], 1e-9)}
@@ -70,7 +88,7 @@ def evaluate_stage(ctx: kit.StageContext) -> kit.StageResult:
     label = f"AdaFrame-{steps} (μ={p.margin:g}, p={p.patience})"
     table_rows, series = [], {}
     for row in sorted(rows, key=lambda r: (r.model, r.mode != "all", r.k or 0, r.mode != "u")):
-        m = baseline_metrics(row, rollouts.labels, features, bstate[row.model]["args"])
+        m = baseline_metrics(row, rollouts.labels, features, baselines[row.model]["args"])
         metrics.update({f"{row.key}_{k}": m[k] for k in ("map", "top1", "gflops_mean")})
         name = report.method_label(row.model, row.mode, row.k)
         table_rows.append((name, m))

@@ -140,14 +140,13 @@ BASELINE_MODELS = ("avgpool", "lstm")
 @dataclass(kw_only=True)
 class BaselinesParams(OptimizerParams):
     """``adaframe.baselines``: AVGPOOLING (trained on every frame) and an LSTM (trained on K
-    randomly sampled frames, K drawn per batch from ``frames`` and all of them)."""
+    randomly sampled frames, K drawn per batch from ``frames`` and all of them); one stage per
+    baseline (``models: [avgpool]``, ``[lstm]``) gives each its own settings."""
 
     #: which baselines to train
     models: list[str] = field(default_factory=lambda: list(BASELINE_MODELS))
     #: the LSTM baseline's units
     hidden: int = 2048
-    #: AVGPOOLING's learning rate (a single linear layer often wants a larger one); null: ``lr``
-    avgpool_lr: float | None = None
     #: the frame counts K the LSTM learns to classify (with all frames); evaluated at these K
     frames: list[int] = field(default_factory=lambda: [3, 5, 8, 10])
 
@@ -156,8 +155,6 @@ class BaselinesParams(OptimizerParams):
         if not self.models or any(m not in BASELINE_MODELS for m in self.models):
             raise FieldError("models", f"{self.models}: a non-empty list of {', '.join(BASELINE_MODELS)}")
         _at_least("hidden", self.hidden, 1)
-        if self.avgpool_lr is not None:
-            _positive("avgpool_lr", self.avgpool_lr)
         _frame_counts("frames", self.frames)
 
 

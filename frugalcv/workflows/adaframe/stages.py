@@ -34,9 +34,9 @@ def _last(trainer: kit.Trainer, keys: tuple[str, ...]) -> dict[str, float]:
 
 
 def _fit(ctx: kit.StageContext, task, module, state: nn.Module, p, prefix: str, coarse: bool,
-         features: dict, groups=None) -> kit.Trainer:
+         features: dict) -> kit.Trainer:
     """Optimiser, DDP, the training stream and the Trainer for ``module`` (``state``: what is checkpointed)."""
-    opt = optimizer(groups or state.parameters(), p)
+    opt = optimizer(state.parameters(), p)
     model, update = kit.distribute(ctx, module, opt, grad_clip=p.grad_clip, batch_size=p.batch_size)
     data = training_batches(ctx, "train", p.batch_size, features, coarse=coarse)
     kit.seed(ctx, 1, per_rank=True)  # location samples and frame draws differ per rank
@@ -82,10 +82,8 @@ def baselines_stage(ctx: kit.StageContext) -> kit.StageResult:
     args = {name: model_file.baseline_args(name, p, features) for name in p.models}
     nets = {name: kit.place(ctx, model_file.build_baseline(name, args[name])) for name in p.models}
     both = nn.ModuleDict(nets)
-    groups = [{"params": list(net.parameters()), **({"lr": p.avgpool_lr} if name == "avgpool" and p.avgpool_lr else {})}
-              for name, net in nets.items()]
     task = lambda models: BaselinesTask(models, p.frames, features)  # noqa: E731
-    trainer = _fit(ctx, task, nets, both, p, "baselines ", False, features, groups)
+    trainer = _fit(ctx, task, nets, both, p, "baselines ", False, features)
     if not ctx.is_main:
         return kit.StageResult()
     keys = tuple(f"{name}_{k}" for name in p.models for k in ("ce", "top1"))

@@ -74,8 +74,7 @@ class BaselinesTask:
 
 
 def optimizer(params, p) -> torch.optim.Optimizer:
-    """SGD with momentum (the dissertation's) or Adam over ``params`` (parameters or param groups);
-    ``weight_decay`` is an L2 term in both."""
+    """SGD with momentum (the dissertation's) or Adam; ``weight_decay`` is an L2 term in both."""
     if p.optimizer == "adam":
         return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
     return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
