@@ -28,7 +28,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "pipelines" / "liteeval-demo.yaml"
-DEMO_STAGES = ["frames", "features", "val_features", "train", "train_low", "always_fine", "evaluate"]
+DEMO_STAGES = ["frames", "features", "val_features", "train", "train_dense", "train_sparse", "always_fine",
+               "evaluate"]
 WEIGHTS = {"mobilenet_v2-b0353104.pth": torchvision.models.mobilenet_v2,
            "resnet101-63fe2227.pth": torchvision.models.resnet101}
 
@@ -63,7 +64,7 @@ def test_the_demo_runs_in_smoke_mode_inline(tmp_path):
     stages = stages_of(tmp_path, rid)
     assert {name: s["state"] for name, s in stages.items()} == dict.fromkeys(DEMO_STAGES, "finished")
     metrics = check_report(stages["evaluate"], list(range(1, 17)))
-    assert "extra_1_map" in metrics and "informative_precision" in metrics
+    assert "extra_1_map" in metrics and "extra_2_map" in metrics and "informative_precision" in metrics
     model = torch.load(stages["train"]["outputs"]["checkpoint"]["uri"], weights_only=True)
     assert model["format"] == "liteeval" and model["gate"] == "learned" and model["features"]["max_frames"] == 16
     assert torch.load(stages["always_fine"]["outputs"]["checkpoint"]["uri"], weights_only=True)["gate"] == "always_fine"
