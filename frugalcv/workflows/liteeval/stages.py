@@ -13,6 +13,7 @@ import math
 
 from frugalcv.errors import ConfigError
 from frugalcv.models.liteeval import LiteEvalNet
+from frugalcv.sharding import storage
 from frugalcv.workflows import kit
 from frugalcv.workflows.liteeval import model_file
 from frugalcv.workflows.liteeval.params import TrainParams
@@ -36,7 +37,7 @@ def _features(p, frames: int) -> dict:
 
 def _check_coarse(ctx: kit.StageContext, info: dict, split: str) -> None:
     if info.get("coarse_dim") is None or info.get("fine_dim") is None:
-        raise ConfigError(f"stages.{ctx.stage}.inputs.{split}: {ctx.input(split)} has no coarse and fine features; "
+        raise ConfigError(f"stages.{ctx.stage}.inputs.{split}: {storage.redact(ctx.input(split))} has no coarse and fine features; "
                           "extract it with video.extract and both a `fine:` and a `coarse:` backbone")
 
 
