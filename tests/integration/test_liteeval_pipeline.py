@@ -3,7 +3,7 @@ recipes in smoke mode on tiny frame folders in their real on-disk layout
 (``<split>/<class>/<video>/<frame>.jpg``) with ImageNet-weight files saved from torchvision's own
 (randomly initialised) MobileNetV2 and ResNet-101, overriding only data paths, weights, sizes and the
 number of extraction tasks; and ``liteeval.train`` stopped by SIGTERM mid-epoch, resumed to the
-uninterrupted run's sha256."""
+uninterrupted run's sha256; both gates under DDP on two local ranks."""
 
 import json
 import os
@@ -224,3 +224,36 @@ def test_train_stopped_by_sigterm_mid_epoch_resumes_to_the_same_sha256(tmp_path,
     resumed = RESUMED.findall(log)
     assert resumed and int(resumed[-1][1]) == stopped and int(resumed[-1][2]) == stopped // STEPS, resumed
     assert train_sha(root, rid) == expected
+
+
+# ------------------------------------------------------------------------------------ DDP
+
+
+def test_both_gates_train_on_two_local_ranks(tmp_path):
+    """gloo DDP over 2 ranks: LiteEval's gate gets gradients on every rank; the always-fine network's
+    unused gate is frozen, so DDP waits for no gradient of it."""
+    features = {"fine": {"model": "pixels", "size": 16}, "coarse": {"model": "pixels", "size": 8}}
+
+    def train(gate: str) -> dict:
+        return {"name": f"train_{gate}", "uses": "liteeval.train", "resources": {"nodes": 2}, "num_workers": 1,
+                "inputs": {"train": "${stages.features.outputs.features}"},
+                "params": {"gate": gate, "coarse_hidden": 8, "fine_hidden": 16, "epochs": 1, "batch_size": 64,
+                           "lr": 1e-3, "seed": 0}}
+
+    cfg = pipeline_from_dict({
+        "name": "liteeval-ddp", "storage": {"root": str(tmp_path)}, "executor": {"kind": "local"},
+        "stages": [
+            {"name": "frames", "uses": "shard", "params": {"kind": "video-digits", "src": "sklearn",
+                                                           "splits": ["train"]}},
+            {"name": "features", "uses": "video.extract", "inputs": {"frames": "${stages.frames.outputs.train}"},
+             "params": features},
+            train("learned"), train("always_fine"),
+        ],
+    })
+    rid = runner.run_pipeline(cfg, track=False, printer=print)
+    stages = stages_of(tmp_path, rid)
+    assert stages["train_always_fine"]["metrics"]["train_fine_fraction"] == 1.0
+    assert 0.0 < stages["train_learned"]["metrics"]["train_fine_fraction"] < 1.0
+    for gate in ("learned", "always_fine"):
+        model = torch.load(stages[f"train_{gate}"]["outputs"]["checkpoint"]["uri"], weights_only=True)
+        assert model["gate"] == gate and all(torch.isfinite(v).all() for v in model["net"].values())
