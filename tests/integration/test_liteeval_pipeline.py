@@ -3,7 +3,7 @@ recipes in smoke mode on tiny frame folders in their real on-disk layout
 (``<split>/<class>/<video>/<frame>.jpg``) with ImageNet-weight files saved from torchvision's own
 (randomly initialised) MobileNetV2 and ResNet-101, overriding only data paths, weights, sizes and the
 number of extraction tasks; and ``liteeval.train`` stopped by SIGTERM mid-epoch, resumed to the
-uninterrupted run's sha256."""
+uninterrupted run's sha256; both gates under DDP on two local ranks."""
 
 import json
 import os
@@ -28,7 +28,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "pipelines" / "liteeval-demo.yaml"
-DEMO_STAGES = ["frames", "features", "val_features", "train", "train_low", "always_fine", "evaluate"]
+DEMO_STAGES = ["frames", "features", "val_features", "train", "train_dense", "train_sparse", "always_fine",
+               "evaluate"]
 WEIGHTS = {"mobilenet_v2-b0353104.pth": torchvision.models.mobilenet_v2,
            "resnet101-63fe2227.pth": torchvision.models.resnet101}
 
@@ -63,7 +64,7 @@ def test_the_demo_runs_in_smoke_mode_inline(tmp_path):
     stages = stages_of(tmp_path, rid)
     assert {name: s["state"] for name, s in stages.items()} == dict.fromkeys(DEMO_STAGES, "finished")
     metrics = check_report(stages["evaluate"], list(range(1, 17)))
-    assert "extra_1_map" in metrics and "informative_precision" in metrics
+    assert "extra_1_map" in metrics and "extra_2_map" in metrics and "informative_precision" in metrics
     model = torch.load(stages["train"]["outputs"]["checkpoint"]["uri"], weights_only=True)
     assert model["format"] == "liteeval" and model["gate"] == "learned" and model["features"]["max_frames"] == 16
     assert torch.load(stages["always_fine"]["outputs"]["checkpoint"]["uri"], weights_only=True)["gate"] == "always_fine"
@@ -223,3 +224,36 @@ def test_train_stopped_by_sigterm_mid_epoch_resumes_to_the_same_sha256(tmp_path,
     resumed = RESUMED.findall(log)
     assert resumed and int(resumed[-1][1]) == stopped and int(resumed[-1][2]) == stopped // STEPS, resumed
     assert train_sha(root, rid) == expected
+
+
+# ------------------------------------------------------------------------------------ DDP
+
+
+def test_both_gates_train_on_two_local_ranks(tmp_path):
+    """gloo DDP over 2 ranks: LiteEval's gate gets gradients on every rank; the always-fine network's
+    unused gate is frozen, so DDP waits for no gradient of it."""
+    features = {"fine": {"model": "pixels", "size": 16}, "coarse": {"model": "pixels", "size": 8}}
+
+    def train(gate: str) -> dict:
+        return {"name": f"train_{gate}", "uses": "liteeval.train", "resources": {"nodes": 2}, "num_workers": 1,
+                "inputs": {"train": "${stages.features.outputs.features}"},
+                "params": {"gate": gate, "coarse_hidden": 8, "fine_hidden": 16, "epochs": 1, "batch_size": 64,
+                           "lr": 1e-3, "seed": 0}}
+
+    cfg = pipeline_from_dict({
+        "name": "liteeval-ddp", "storage": {"root": str(tmp_path)}, "executor": {"kind": "local"},
+        "stages": [
+            {"name": "frames", "uses": "shard", "params": {"kind": "video-digits", "src": "sklearn",
+                                                           "splits": ["train"]}},
+            {"name": "features", "uses": "video.extract", "inputs": {"frames": "${stages.frames.outputs.train}"},
+             "params": features},
+            train("learned"), train("always_fine"),
+        ],
+    })
+    rid = runner.run_pipeline(cfg, track=False, printer=print)
+    stages = stages_of(tmp_path, rid)
+    assert stages["train_always_fine"]["metrics"]["train_fine_fraction"] == 1.0
+    assert 0.0 < stages["train_learned"]["metrics"]["train_fine_fraction"] < 1.0
+    for gate in ("learned", "always_fine"):
+        model = torch.load(stages[f"train_{gate}"]["outputs"]["checkpoint"]["uri"], weights_only=True)
+        assert model["gate"] == gate and all(torch.isfinite(v).all() for v in model["net"].values())

@@ -214,6 +214,22 @@ def test_bad_train_params_name_their_field(kwargs, field):
     assert e.value.field == field
 
 
+def test_the_padded_length_and_the_coarse_features_are_checked():
+    from frugalcv.workflows.liteeval.stages import _check_coarse, max_frames
+
+    class Ctx:
+        stage, inputs = "train", {"train": "/data/fine-only"}
+
+        def input(self, name):
+            return self.inputs[name]
+
+    assert max_frames(Ctx(), {"frames": 16}, None) == 16 and max_frames(Ctx(), {"frames": None}, 8) == 8
+    with pytest.raises(ConfigError, match="stages.train.params.max_frames: the split's videos differ in length"):
+        max_frames(Ctx(), {"frames": None}, None)
+    with pytest.raises(ConfigError, match="inputs.train: /data/fine-only has no coarse and fine features"):
+        _check_coarse(Ctx(), {"fine_dim": 10, "coarse_dim": None}, "train")
+
+
 def test_evaluate_params_and_inputs_are_checked():
     with pytest.raises(kit.FieldError) as e:
         EvaluateParams(budgets=[0, 2])

@@ -7,6 +7,7 @@ import json
 import os
 
 from frugalcv.errors import ConfigError
+from frugalcv.sharding import storage
 from frugalcv.workflows import kit
 from frugalcv.workflows.liteeval import model_file, report
 from frugalcv.workflows.liteeval.evaluate import (
@@ -84,7 +85,7 @@ def evaluate_stage(ctx: kit.StageContext) -> kit.StageResult:
     where = f"stages.{ctx.stage}.inputs"
     main = model_file.read(ctx, "checkpoint")
     if main["gate"] != "learned":
-        raise ConfigError(f"{where}.checkpoint: {ctx.input('checkpoint')} is an always-fine network; give LiteEval's "
+        raise ConfigError(f"{where}.checkpoint: {storage.redact(ctx.input('checkpoint'))} is an always-fine network; give LiteEval's "
                           "(gate: learned) here and the always-fine one as the input always_fine")
     loaded = {"checkpoint": main}
     for name in ("always_fine", *EXTRAS):

@@ -34,6 +34,7 @@ class FeatureParams:
     #: l2: each frame's coarse and fine feature vectors scaled to norm ``feature_norm`` (the public
     #: code L2-normalises its features); none: as extracted
     normalize: Literal["l2", "none"] = "l2"
+    #: the norm of each frame's feature vectors after ``normalize: l2`` (1: unit vectors)
     feature_norm: float = 1.0
 
     def __post_init__(self):
@@ -49,26 +50,37 @@ class TrainParams(FeatureParams):
     #: learned: the Gumbel-softmax gate (LiteEval); always_fine: the same network reading every
     #: fine frame (its gate unused), the baseline LiteEval is compared with
     gate: Literal["learned", "always_fine"] = "learned"
+    #: units of the coarse LSTM (FCVID 512, ActivityNet 64)
     coarse_hidden: int = 512
+    #: units of the fine LSTM (FCVID 2048, ActivityNet 512); >= coarse_hidden
     fine_hidden: int = 2048
     #: γ, the target fraction of frames whose fine features are read (Eq. 4.5)
     gamma: float = 0.5
     #: λ, the weight of the gate term (γ − fine fraction)²
     lam: float = 2.0
-    #: Gumbel-softmax temperature, annealed exponentially from ``tau_start`` to ``tau_end`` over training
+    #: Gumbel-softmax temperature at the first step, annealed exponentially to ``tau_end`` at the last
     tau_start: float = 5.0
+    #: the temperature at the last step
     tau_end: float = 0.5
     #: scale of the Gumbel noise (1: exact categorical samples; the public code uses 0.5)
     noise_scale: float = 1.0
+    #: passes over the training split (the dissertation gives none: our budget)
     epochs: int = 100
+    #: videos per optimizer step, global (each rank gets batch_size / world_size)
     batch_size: int = 128
+    #: Adam's learning rate
     lr: float = 1.0e-4
     #: constant (the dissertation's) or cosine: decayed to 0 over the run (steadier short demo runs)
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    #: decoupled weight decay (AdamW) when > 0
     weight_decay: float = 0.0
+    #: clip the gradients' global norm to this value; null: no clipping
     grad_clip: float | None = None
+    #: videos per batch of the ``val`` evaluation after training
     eval_batch_size: int = 128
+    #: seeds the initial weights, the Gumbel noise and the order of the videos
     seed: int = 0
+    #: optimizer steps per logged (averaged) line
     log_every: int = 20
 
     def __post_init__(self):
@@ -101,6 +113,7 @@ class TrainParams(FeatureParams):
 class EvaluateParams:
     """``liteeval.evaluate``: the hard gate on ``test``, the baselines, the online setting, report."""
 
+    #: videos per batch (every network runs on each batch)
     batch_size: int = 128
     #: K of UNIFORM-K / SEQ-K and of the online predictions (after the K-th fine read); null: 1..T
     budgets: list[int] | None = None
@@ -108,6 +121,7 @@ class EvaluateParams:
     #: frames; needs that input) or the ``learned`` checkpoint's with forced decisions; auto: the
     #: always-fine one when given
     baseline_model: Literal["auto", "always_fine", "learned"] = "auto"
+    #: the report's title (default: the pipeline and run)
     title: str | None = None
 
     def __post_init__(self):

@@ -85,8 +85,9 @@ def plot_map_vs_gflops(points: Sequence[tuple[str, Mapping[str, float]]], always
     ordered = sorted(points, key=lambda p: p[1]["gflops"])
     ax.plot([m["gflops"] for _, m in ordered], [100 * m["map"] for _, m in ordered], "o-", c="C3", lw=1.5,
             ms=7, zorder=4, label="LiteEval")
-    for label, m in ordered:
-        ax.annotate(label, (m["gflops"], 100 * m["map"]), textcoords="offset points", xytext=(5, -11), fontsize=7)
+    for i, (label, m) in enumerate(ordered):  # labels alternately below and above: close points stay legible
+        ax.annotate(label, (m["gflops"], 100 * m["map"]), textcoords="offset points",
+                    xytext=(4, -12 if i % 2 == 0 else 6), fontsize=7)
     ax.set_xlabel("GFLOPs per video")
     ax.set_ylabel("mAP (%)")
     ax.set_title("mAP vs. computation")

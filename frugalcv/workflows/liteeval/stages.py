@@ -13,6 +13,7 @@ import math
 
 from frugalcv.errors import ConfigError
 from frugalcv.models.liteeval import LiteEvalNet
+from frugalcv.sharding import storage
 from frugalcv.workflows import kit
 from frugalcv.workflows.liteeval import model_file
 from frugalcv.workflows.liteeval.params import TrainParams
@@ -36,7 +37,7 @@ def _features(p, frames: int) -> dict:
 
 def _check_coarse(ctx: kit.StageContext, info: dict, split: str) -> None:
     if info.get("coarse_dim") is None or info.get("fine_dim") is None:
-        raise ConfigError(f"stages.{ctx.stage}.inputs.{split}: {ctx.input(split)} has no coarse and fine features; "
+        raise ConfigError(f"stages.{ctx.stage}.inputs.{split}: {storage.redact(ctx.input(split))} has no coarse and fine features; "
                           "extract it with video.extract and both a `fine:` and a `coarse:` backbone")
 
 
@@ -55,10 +56,10 @@ def train_stage(ctx: kit.StageContext) -> kit.StageResult:
     kit.seed(ctx, per_rank=False)  # the same initial weights on every rank
     net = kit.place(ctx, LiteEvalNet(info["coarse_dim"], info["fine_dim"], len(info["classes"]),
                                      p.coarse_hidden, p.fine_hidden))
+    if p.gate == "always_fine":  # the gate's output is never used: frozen, so DDP waits for no gradient of it
+        net.gate.requires_grad_(False)
     opt = optimizer(net, p)
-    # always fine: the gate's output is never used, so DDP must not wait for its gradients
-    model, update = kit.distribute(ctx, net, opt, find_unused=p.gate == "always_fine",
-                                   grad_clip=p.grad_clip, batch_size=p.batch_size)
+    model, update = kit.distribute(ctx, net, opt, grad_clip=p.grad_clip, batch_size=p.batch_size)
     data = train_stream(ctx, "train", p.batch_size, frames, coarse=True)
     task = LiteEvalTask(model, p)
     total = data.steps_per_epoch * p.epochs

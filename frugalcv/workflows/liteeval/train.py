@@ -93,7 +93,8 @@ def lr_hooks(opt: torch.optim.Optimizer, params: TrainParams, total_steps: int) 
 
 
 def optimizer(net: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
-    """Adam over the whole network (the dissertation's; ``weight_decay`` > 0 makes it AdamW)."""
+    """Adam over the network's trainable parameters (the dissertation's; ``weight_decay`` > 0: AdamW)."""
+    trained = [q for q in net.parameters() if q.requires_grad]
     if params.weight_decay:
-        return torch.optim.AdamW(net.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    return torch.optim.Adam(net.parameters(), lr=params.lr)
+        return torch.optim.AdamW(trained, lr=params.lr, weight_decay=params.weight_decay)
+    return torch.optim.Adam(trained, lr=params.lr)
