@@ -129,15 +129,16 @@ def finish_split(source: Source, out: str, *, max_shard_bytes: int | None = None
 
 
 def write_shards_task(kind: str, src: str, dst: str, split: str | Iterable[str] | None, task: int, tasks: int,
-                      **kwargs) -> dict[str, TaskReport]:
+                      *, options: dict | None = None, **kwargs) -> dict[str, TaskReport]:
     """:func:`write_split_task` for each split (as in ``write_shards``); split -> TaskReport."""
     return {s.split: write_split_task(s, storage.join(dst, s.split), task, tasks, **kwargs)
-            for s in _sources(kind, src, split)}
+            for s in _sources(kind, src, split, options)}
 
 
 def finish_shards(kind: str, src: str, dst: str, split: str | Iterable[str] | None = None, *,
-                  max_shard_bytes: int | None = None, max_shard_samples: int | None = None) -> dict[str, Manifest]:
+                  max_shard_bytes: int | None = None, max_shard_samples: int | None = None,
+                  options: dict | None = None) -> dict[str, Manifest]:
     """:func:`finish_split` for each split; split -> Manifest."""
     return {s.split: finish_split(s, storage.join(dst, s.split), max_shard_bytes=max_shard_bytes,
                                   max_shard_samples=max_shard_samples)
-            for s in _sources(kind, src, split)}
+            for s in _sources(kind, src, split, options)}

@@ -43,12 +43,14 @@ def write_shards(
     max_shard_samples: int | None = None,
     workers: int = 0,
     progress: bool = True,
+    options: dict | None = None,
 ) -> dict[str, Manifest]:
     """Shard the ``split``(s) of dataset ``kind`` at ``src`` into ``dst``; returns split -> Manifest.
 
-    ``split=None`` converts every split of the kind that is present in ``src``.
+    ``split=None`` converts every split of the kind that is present in ``src``; ``options`` are the
+    kind's own settings, for the kinds that take some.
     """
-    sources = _sources(kind, src, split)
+    sources = _sources(kind, src, split, options)
     out = {}
     for source in sources:
         out[source.split] = write_split(
@@ -62,13 +64,14 @@ def write_shards(
     return out
 
 
-def _sources(kind: str, src: str, split: str | Iterable[str] | None) -> list[Source]:
+def _sources(kind: str, src: str, split: str | Iterable[str] | None, options: dict | None = None) -> list[Source]:
+    options = dict(options or {})
     if split is None:
         sources = []
         errors = []
         for s in source_class(kind).splits:
             try:
-                sources.append(get_source(kind, src, s))
+                sources.append(get_source(kind, src, s, **options))
             except SourceLayoutError as e:
                 errors.append(e)
         if not sources:
@@ -77,7 +80,7 @@ def _sources(kind: str, src: str, split: str | Iterable[str] | None) -> list[Sou
             log.warning("skipping split (pass --split to make this an error): %s", e)
     else:
         names = [split] if isinstance(split, str) else list(split)
-        sources = [get_source(kind, src, s) for s in names]
+        sources = [get_source(kind, src, s, **options) for s in names]
     return sources
 
 

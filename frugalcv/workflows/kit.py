@@ -28,11 +28,12 @@ from frugalcv.workflows.engine.outputs import local_outputs
 from frugalcv.workflows.engine.trainer import EvalHook, HookBase, LoggingHook, LRScheduleHook, Trainer
 from frugalcv.workflows.engine.weights import load_pretrained, read_state, save_state
 from frugalcv.workflows.pipeline.schema import FieldError
+from frugalcv.workflows.pipeline.shard_stage import shard_splits
 from frugalcv.workflows.pipeline.stages import StageContext, StageInterrupted, StageResult, register_stage
 
 __all__ = [
     "SMOKE_BATCH", "EvalHook", "EvalStream", "FieldError", "HookBase", "LRScheduleHook", "LoggingHook", "MetricsHook", "PairedStream",
     "StageContext", "StageInterrupted", "StageResult", "TrainStream", "Trainer", "autocast", "distribute",
-    "fit", "load_pretrained", "local_outputs", "pair", "place", "read_state", "register_stage", "save_state", "seed", "stream",
+    "fit", "load_pretrained", "local_outputs", "pair", "place", "read_state", "register_stage", "save_state", "seed", "shard_splits", "stream",
     "to_device", "training_curves", "unwrap",
 ]

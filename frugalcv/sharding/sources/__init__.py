@@ -11,6 +11,8 @@ from . import (  # noqa: F401
     video_digits,
     video_features,
     video_frames,
+    voc,
+    voc_pairs,
 )
 from .base import SOURCES, EncodedSample, Source, get_source, register_source, safe_key
 

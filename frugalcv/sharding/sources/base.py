@@ -12,6 +12,9 @@ A source reads one split of a dataset in its real on-disk format and encodes sam
 - ``frames.npy``: ``np.save`` of a uint8 [T, H, W, 3] array of RGB frames (no pickle)
 - ``informative.npy``: ``np.save`` of a uint8 [T] array, 1 where a frame shows the class
   (for analysis of generated videos; training must not read it)
+- ``labels.npy``: ``np.save`` of a uint8 [C] multi-hot array (image-level labels, e.g. VOC)
+- ``a.png`` / ``b.png``, ``offset.npy``, ``pair.json``, ``a.cls`` / ``b.cls``: one patch pair
+  (task ``patch_pairs``, see ``patch_pairs.py``)
 
 Sources must be picklable (the writer encodes in a process pool) and ``encode`` must be
 deterministic, so that the same input gives byte-identical shards.
@@ -26,7 +29,7 @@ from typing import ClassVar
 
 from frugalcv.errors import FrugalError, SourceLayoutError
 
-TASKS = ("classification", "segmentation", "video_features", "video_frames")
+TASKS = ("classification", "segmentation", "video_features", "video_frames", "patch_pairs")
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,9 @@ def source_class(kind: str) -> type[Source]:
     return SOURCES[kind]
 
 
-def get_source(kind: str, root: str, split: str) -> Source:
-    return source_class(kind)(root, split)
+def get_source(kind: str, root: str, split: str, **options) -> Source:
+    """The ``split`` of dataset ``kind`` at ``root``; ``options`` go to kinds that take some (``voc-pairs``)."""
+    return source_class(kind)(root, split, **options)
 
 
 def require_file(path: str, what: str, kind: str) -> None:

@@ -66,30 +66,37 @@ def shard_outputs(params: ShardParams) -> list[str]:
 @register_stage("shard", params=ShardParams, array_tasks=shard_tasks, outputs=shard_outputs)
 def shard(ctx: StageContext) -> StageResult:
     """Outputs: one URL per split, ``<dst>/<split>``."""
+    p: ShardParams = ctx.params
+    return shard_splits(ctx, p.kind, p.src, p.dst or ctx.path("data"), p.splits or p.split,
+                        max_shard_samples=p.max_shard_samples, max_shard_bytes=p.max_shard_bytes, workers=p.workers)
+
+
+def shard_splits(ctx: StageContext, kind: str, src: str, dst: str, splits: str | list[str] | None, *,
+                 options: dict | None = None, max_shard_samples: int | None = None,
+                 max_shard_bytes: int | str | None = None, workers: int = 0, name: str = "shard") -> StageResult:
+    """The body of a stage that writes the ``splits`` of ``kind`` (with the kind's ``options``) to
+    ``<dst>/<split>``: this array task's shards, the final step's manifests, or all of it in one
+    call; metrics and outputs as the ``shard`` stage's. ``name`` prefixes its printed lines."""
     from frugalcv.sharding import storage, write_shards
     from frugalcv.sharding.tasks import finish_shards, write_shards_task
 
-    p: ShardParams = ctx.params
-    dst = p.dst or ctx.path("data")
-    splits = p.splits or p.split
     if not ctx.is_main:
         return StageResult()
-    kind, src = p.kind, p.src
-    limits = {"max_shard_samples": p.max_shard_samples, "max_shard_bytes": p.max_shard_bytes}
+    limits = {"max_shard_samples": max_shard_samples, "max_shard_bytes": max_shard_bytes}
     if ctx.array is not None and not ctx.array.is_final:
         reports = write_shards_task(kind, src, dst, splits, ctx.array.index, ctx.array.count,
-                                    workers=p.workers, **limits)
+                                    workers=workers, options=options, **limits)
         for split, r in reports.items():
-            ctx.printer(f"shard {split} task {ctx.array.index}/{ctx.array.count}: shards "
+            ctx.printer(f"{name} {split} task {ctx.array.index}/{ctx.array.count}: shards "
                         f"{r.shards.start}..{r.shards.stop - 1}: {r.written} written, {r.skipped} already there")
         return StageResult(metrics={f"{split}_shards_written": float(r.written) for split, r in reports.items()})
     if ctx.array is not None:
-        manifests = finish_shards(kind, src, dst, splits, **limits)
+        manifests = finish_shards(kind, src, dst, splits, options=options, **limits)
     else:
-        manifests = write_shards(kind, src, dst, split=splits, workers=p.workers,
-                                 progress=False, **limits)
+        manifests = write_shards(kind, src, dst, split=splits, workers=workers,
+                                 progress=False, options=options, **limits)
     metrics = {f"{split}_samples": float(m.num_samples) for split, m in manifests.items()}
     metrics.update({f"{split}_shards": float(len(m.shards)) for split, m in manifests.items()})
     for split, m in manifests.items():
-        ctx.printer(f"shard {split}: {m.num_samples} samples in {len(m.shards)} shards -> {m.location}")
+        ctx.printer(f"{name} {split}: {m.num_samples} samples in {len(m.shards)} shards -> {m.location}")
     return StageResult(metrics=metrics, outputs={split: storage.join(dst, split) for split in manifests})

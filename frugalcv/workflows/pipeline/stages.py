@@ -240,15 +240,23 @@ def stage_array_tasks(name: str, params: Any) -> int:
 
 def stage_modules() -> list[str]:
     """Modules that register stages: the built-in shard stage, every ``frugalcv.workflows.<pkg>.stages``
-    module (one per method folder) and the modules of the ``frugalcv.stages`` entry points."""
+    module (one per method folder) and each ``<pkg>/*_stage.py`` module next to it (a stage kept in
+    its own file), then the modules of the ``frugalcv.stages`` entry points."""
     import pkgutil
 
     import frugalcv.workflows as workflows
 
     found = ["frugalcv.workflows.pipeline.shard_stage"]
     for info in pkgutil.iter_modules(workflows.__path__):
-        if info.ispkg and importlib.util.find_spec(f"frugalcv.workflows.{info.name}.stages") is not None:
-            found.append(f"frugalcv.workflows.{info.name}.stages")
+        if not info.ispkg:
+            continue
+        package = f"frugalcv.workflows.{info.name}"
+        if importlib.util.find_spec(f"{package}.stages") is not None:
+            found.append(f"{package}.stages")
+        spec = importlib.util.find_spec(package)
+        for sub in pkgutil.iter_modules(spec.submodule_search_locations if spec else []):
+            if sub.name.endswith("_stage") and not sub.ispkg:
+                found.append(f"{package}.{sub.name}")
     from importlib.metadata import entry_points
 
     found += [ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)]
