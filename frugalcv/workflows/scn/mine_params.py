@@ -10,7 +10,8 @@ from frugalcv.workflows import kit
 
 @dataclass(kw_only=True)
 class MineParams(VocPairOptions):
-    """Params of ``scn.mine`` (the pair options above are those of the ``voc-pairs`` kind)."""
+    """Params of ``scn.mine``: the options of the ``voc-pairs`` kind (``pairs`` .. ``seed``), then the VOC
+    folder and how the shards are written."""
 
     #: the VOC year folder holding JPEGImages/, Annotations/, ImageSets/ (VOCdevkit/VOC2012; a path or fsspec URL)
     src: str
