@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("shard", help="convert a dataset into WebDataset shards + manifest.json")
-    s.add_argument("kind", help="dataset kind: cifar10, cifar100, imagefolder, cityscapes, gta5, synthia, video-features, digits, street-scenes, video-digits, video-frames")
+    s.add_argument("kind", help="dataset kind: cifar10, cifar100, imagefolder, cityscapes, gta5, synthia, video-features, digits, street-scenes, video-digits, video-frames, voc, voc-pairs")
     s.add_argument("src", help="source folder in the dataset's real layout (digits, street-scenes, video-digits: 'sklearn')")
     s.add_argument("dst", help="destination fsspec URL; each split goes to DST/<split>/")
     s.add_argument("--split", action="append", help="split to convert (repeatable; default: every split present)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -101,7 +102,7 @@ def test_proposals_file_top_boxes_and_errors(voc, tmp_path):
         get_source("voc-pairs", str(voc), "train", pairs="proposals")
 
 
-def test_random_patches_are_deterministic_per_split_and_image(voc):
+def test_random_patches_are_deterministic_and_need_no_annotations(voc):
     def boxes(**kw):
         s = get_source("voc-pairs", str(voc), "val", pairs="random", random_size=16, **kw)
         return [(s.encode(k).key, s.encode(k).fields) for k in range(len(s))]
@@ -113,8 +114,10 @@ def test_random_patches_are_deterministic_per_split_and_image(voc):
     for m in meta:
         w, h = m["image_size"]
         for x1, y1, x2, y2 in (m["box_a"], m["box_b"]):
-            assert (x2 - x1, y2 - y1) == (16, 16) and 0 <= x1 and x2 <= w and 0 <= y1 and y2 <= h
+            assert (x2 - x1, y2 - y1) == (16, 16) and 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h
     assert [f["pair.json"] for _, f in boxes(seed=1)] != [f["pair.json"] for _, f in one]
+    shutil.rmtree(voc / "Annotations")  # random squares need no annotations
+    assert boxes() == one
 
 
 def test_layout_errors_name_the_file_at_fault(voc):

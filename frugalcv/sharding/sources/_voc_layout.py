@@ -137,9 +137,9 @@ def read_annotation(root: str, image_id: str, kind: str) -> VocAnnotation:
     return parse_annotation(read_bytes(url), url, image_id, kind)
 
 
-def check_layout(root: str, kind: str) -> None:
-    """SourceLayoutError naming the first of the VOC folders that is missing, with a hint for VOCdevkit/."""
-    for folder in ("JPEGImages", "Annotations", "ImageSets"):
+def check_layout(root: str, kind: str, folders: tuple[str, ...] = ("JPEGImages", "Annotations", "ImageSets")) -> None:
+    """SourceLayoutError naming the first of the VOC ``folders`` that is missing, with a hint for VOCdevkit/."""
+    for folder in folders:
         try:
             list_dir(join(root, folder), f"the {folder}/ folder of a VOC year (SRC is VOCdevkit/VOC2012)", kind)
         except SourceLayoutError as e:

@@ -141,11 +141,12 @@ class VocPairsSource(Source):
             options = VocPairOptions(**settings)
         self.options = options
         self.proposals_sha256: str | None = None
-        check_layout(root, self.kind)
+        random = options.pairs == "random"
+        check_layout(root, self.kind, ("JPEGImages", "ImageSets") if random else ("JPEGImages", "Annotations", "ImageSets"))
         ids = read_image_set(root, split, self.kind)
         listed = image_set_url(root, split)
         require_files(root, "JPEGImages", ids, ".jpg", listed, self.kind)
-        if options.pairs == "random":
+        if random:
             self.plans = [self._random_plan(i) for i in ids]
         else:
             require_files(root, "Annotations", ids, ".xml", listed, self.kind)
@@ -172,7 +173,7 @@ class VocPairsSource(Source):
                         if o.difficult or not obj.difficult]
                 found.append([(box, cls) for box, cls in objs if big_enough(box, o.min_size)])
             return [ImagePlan(a.image_id, a.width, a.height, tuple(b for b, _ in f), tuple(c for _, c in f),
-                              tuple(ordered_pairs(len(f), o.max_pairs))) for a, f in zip(annotations, found)]
+                              tuple(ordered_pairs(len(f), o.max_pairs))) for a, f in zip(annotations, found, strict=True)]
         sizes = {a.image_id: (a.width, a.height) for a in annotations}
 
         def accept(image_id: str, box: Box) -> Box | None:
