@@ -25,6 +25,9 @@ VOC_CLASSES = (
 VOC_SPLITS = ("trainval", "train", "val", "test")
 #: an image id: letters, digits, ``_``, ``-`` and inner dots; never a path (no ``/``, ``\``, ``..``)
 _IMAGE_ID = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
+#: the folders of a VOC year, and those a source that reads no annotations needs
+VOC_FOLDERS = ("JPEGImages", "Annotations", "ImageSets")
+IMAGE_FOLDERS = ("JPEGImages", "ImageSets")
 _DECLARATION = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
@@ -137,7 +140,7 @@ def read_annotation(root: str, image_id: str, kind: str) -> VocAnnotation:
     return parse_annotation(read_bytes(url), url, image_id, kind)
 
 
-def check_layout(root: str, kind: str, folders: tuple[str, ...] = ("JPEGImages", "Annotations", "ImageSets")) -> None:
+def check_layout(root: str, kind: str, folders: tuple[str, ...] = VOC_FOLDERS) -> None:
     """SourceLayoutError naming the first of the VOC ``folders`` that is missing, with a hint for VOCdevkit/."""
     for folder in folders:
         try:

@@ -33,8 +33,11 @@ from frugalcv.sharding import storage
 from ._common import read_bytes
 from ._proposals import read_proposals
 from ._voc_layout import (
+    IMAGE_FOLDERS,
     VOC_CLASSES,
+    VOC_FOLDERS,
     VOC_SPLITS,
+    VocAnnotation,
     annotation_url,
     check_layout,
     image_set_url,
@@ -142,7 +145,7 @@ class VocPairsSource(Source):
         self.options = options
         self.proposals_sha256: str | None = None
         random = options.pairs == "random"
-        check_layout(root, self.kind, ("JPEGImages", "ImageSets") if random else ("JPEGImages", "Annotations", "ImageSets"))
+        check_layout(root, self.kind, IMAGE_FOLDERS if random else VOC_FOLDERS)
         ids = read_image_set(root, split, self.kind)
         listed = image_set_url(root, split)
         require_files(root, "JPEGImages", ids, ".jpg", listed, self.kind)
@@ -164,16 +167,21 @@ class VocPairsSource(Source):
         return ImagePlan(image_id, 0, 0, (), None, tuple(random_pairs(n)))
 
     def _annotated_plans(self, ids: list[str]) -> list[ImagePlan]:
-        o = self.options
         annotations = [read_annotation(self.root, i, self.kind) for i in ids]
-        if o.pairs == "gt":
-            found = []
-            for a in annotations:
-                objs = [(clip_box(obj.box, a.width, a.height), obj.cls) for obj in a.objects
-                        if o.difficult or not obj.difficult]
-                found.append([(box, cls) for box, cls in objs if big_enough(box, o.min_size)])
-            return [ImagePlan(a.image_id, a.width, a.height, tuple(b for b, _ in f), tuple(c for _, c in f),
-                              tuple(ordered_pairs(len(f), o.max_pairs))) for a, f in zip(annotations, found, strict=True)]
+        return self._gt_plans(annotations) if self.options.pairs == "gt" else self._proposal_plans(annotations)
+
+    def _gt_plans(self, annotations: list[VocAnnotation]) -> list[ImagePlan]:
+        o, plans = self.options, []
+        for a in annotations:
+            objects = [(clip_box(obj.box, a.width, a.height), obj.cls) for obj in a.objects
+                       if o.difficult or not obj.difficult]
+            kept = [(box, cls) for box, cls in objects if big_enough(box, o.min_size)]
+            plans.append(ImagePlan(a.image_id, a.width, a.height, tuple(b for b, _ in kept),
+                                   tuple(c for _, c in kept), tuple(ordered_pairs(len(kept), o.max_pairs))))
+        return plans
+
+    def _proposal_plans(self, annotations: list[VocAnnotation]) -> list[ImagePlan]:
+        o = self.options
         sizes = {a.image_id: (a.width, a.height) for a in annotations}
 
         def accept(image_id: str, box: Box) -> Box | None:
