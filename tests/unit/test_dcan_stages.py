@@ -1,4 +1,7 @@
-"""DCAN's stage pieces: per-sample resize, per-batch crop/flip, target matching, model files, params."""
+"""DCAN's stage pieces: per-sample resize, per-batch crop/flip, target matching, model files, params, the
+end-to-end optimiser."""
+
+import copy
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ from frugalcv.sharding.manifest import Manifest
 from frugalcv.workflows import kit
 from frugalcv.workflows.dcan import model_file
 from frugalcv.workflows.dcan.data import CropFlip, SampleTransform, normalize
+from frugalcv.workflows.dcan.optim import SGDAndAdam
 from frugalcv.workflows.dcan.params import SourceOnlyParams, TrainParams
 from frugalcv.workflows.dcan.tasks import matched_targets, segmentation_loss
 
@@ -92,3 +96,38 @@ def test_bad_params_name_their_field(kwargs, field):
     assert e.value.field == field
     with pytest.raises(kit.FieldError):
         TrainParams(gen_weight=-1)
+    with pytest.raises(kit.FieldError):
+        TrainParams(generator_lr=-1e-4)
+
+
+def _steps(optimizers, params, n=4):
+    for i in range(n):
+        loss = (params[0] ** 2).sum() * (i + 1) + torch.sin(params[1]).sum()
+        loss.backward()
+        for o in optimizers:
+            o.step()
+            o.zero_grad()
+
+
+def test_sgd_and_adam_groups_step_as_torch_sgd_and_adam_and_resume():
+    torch.manual_seed(0)
+    ours = [torch.randn(5, 3, requires_grad=True), torch.randn(4, requires_grad=True)]
+    ref = [p.detach().clone().requires_grad_(True) for p in ours]
+
+    def build(params):
+        return SGDAndAdam([{"params": [params[0]]}, {"params": [params[1]], "rule": "adam", "lr": 1e-3,
+                                                      "weight_decay": 0.0}], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    opt = build(ours)
+    _steps([opt], ours)
+    _steps([torch.optim.SGD([ref[0]], lr=0.1, momentum=0.9, weight_decay=5e-4), torch.optim.Adam([ref[1]], lr=1e-3)],
+           ref)
+    for a, b in zip(ours, ref, strict=True):
+        assert torch.equal(a, b)
+    resumed = [p.detach().clone().requires_grad_(True) for p in ours]
+    again = build(resumed)
+    again.load_state_dict(copy.deepcopy(opt.state_dict()))  # as from a checkpoint file: no shared buffers
+    _steps([opt], ours, 2)
+    _steps([again], resumed, 2)
+    assert all(torch.equal(a, b) for a, b in zip(ours, resumed, strict=True))
+    with pytest.raises(ValueError, match="rule='lbfgs'"):
+        SGDAndAdam([{"params": [ours[0]], "rule": "lbfgs"}], lr=0.1)

@@ -136,14 +136,18 @@ class TrainParams(GeneratorFields, SegmentationParams):
 
     #: lambda, the weight of the generator loss
     gen_weight: float = 0.1
-    #: the decoder's learning rate (default: ``lr``)
-    generator_lr: float | None = None
+    #: the decoder's update rule: adam (the generator stage's, no weight decay) or sgd (the segmentation network's)
+    generator_optimizer: Literal["adam", "sgd"] = "adam"
+    #: the decoder's learning rate (0 keeps the generator stage's decoder)
+    generator_lr: float = 1.0e-4
 
     def __post_init__(self):
         super().__post_init__()
         _positive("generator_width", self.generator_width)
         if self.gen_weight < 0:
             raise FieldError("gen_weight", f"{self.gen_weight}: must be >= 0")
+        if self.generator_lr < 0:
+            raise FieldError("generator_lr", f"{self.generator_lr}: must be >= 0 (0 keeps the decoder fixed)")
 
 
 @dataclass(kw_only=True)

@@ -17,6 +17,7 @@ import torch
 from frugalcv.workflows import kit
 from frugalcv.workflows.dcan import model_file
 from frugalcv.workflows.dcan.data import paired_stream, source_stream
+from frugalcv.workflows.dcan.optim import SGDAndAdam
 from frugalcv.workflows.dcan.params import (
     GeneratorParams,
     SourceOnlyParams,
@@ -28,6 +29,17 @@ from frugalcv.workflows.dcan.tasks import DCAN, EndToEndTask, GeneratorTask, Sou
 
 def _sgd(groups, p) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+
+
+def _end_to_end_optimizer(seg, gen, p: TrainParams) -> torch.optim.Optimizer:
+    """The segmentation network's SGD and, for the decoder, the generator stage's Adam (no weight decay)
+    or, with ``generator_optimizer: sgd``, the same SGD at ``generator_lr``."""
+    decoder = {"params": [q for q in gen.parameters() if q.requires_grad], "rule": p.generator_optimizer,
+               "lr": p.generator_lr}
+    if p.generator_optimizer == "adam":
+        decoder["weight_decay"] = 0.0
+    return SGDAndAdam([{"params": list(seg.parameters())}, decoder], lr=p.lr, momentum=p.momentum,
+                      weight_decay=p.weight_decay)
 
 
 def _schedule_hooks(optimizer, p) -> list[kit.HookBase]:
@@ -130,9 +142,7 @@ def train_stage(ctx: kit.StageContext) -> kit.StageResult:
     kit.seed(ctx, per_rank=False)  # the segmentation network starts as in the other stages with this seed
     seg, args = model_file.segmentation_net(ctx, p)
     net = kit.place(ctx, DCAN(seg, gen))
-    decoder = [q for q in gen.parameters() if q.requires_grad]
-    optimizer = _sgd([{"params": list(seg.parameters())},
-                      {"params": decoder, "lr": p.generator_lr if p.generator_lr is not None else p.lr}], p)
+    optimizer = _end_to_end_optimizer(seg, gen, p)
     model, update = kit.distribute(ctx, net, optimizer, grad_clip=p.grad_clip, batch_size=p.batch_size)
     data = paired_stream(ctx, p)
     classes = model_file.classes_of(data.loader.manifest, p.num_classes)
