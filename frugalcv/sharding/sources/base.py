@@ -26,7 +26,7 @@ from typing import ClassVar
 
 from frugalcv.errors import FrugalError, SourceLayoutError
 
-TASKS = ("classification", "segmentation", "video_features", "video_frames")
+TASKS = ("classification", "segmentation", "video_features", "video_frames", "patch_pairs")
 
 
 @dataclass(frozen=True)
