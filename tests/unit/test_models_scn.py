@@ -32,7 +32,7 @@ def test_bottom_stream_starts_equal_to_the_top_and_is_a_copy():
     net = scn()
     top, bottom = net.top.state_dict(), net.bottom.state_dict()
     assert top.keys() == bottom.keys() and all(torch.equal(top[k], bottom[k]) for k in top)
-    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(net.top.parameters(), net.bottom.parameters()))
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(net.top.parameters(), net.bottom.parameters(), strict=True))
     x = patches()
     net.eval()
     assert torch.equal(net.features(x), net.original_features(x))
@@ -88,7 +88,7 @@ def test_pixel_targets_are_x_i_at_target_size():
     net = scn(target="pixels", target_size=8).eval()
     pixels = torch.rand(2, 3, 32, 32)
     target = net.target(patches(2), pixels)
-    assert target.shape == (2, 3 * 8 * 8) and 0 <= float(target.min()) and float(target.max()) <= 1
+    assert target.shape == (2, 3 * 8 * 8) and float(target.min()) >= 0 and float(target.max()) <= 1
     assert net(patches(2), torch.rand(2, 8)).shape == (2, 192)
     with pytest.raises(ValueError, match="features' or 'pixels'"):
         scn(target="edges")

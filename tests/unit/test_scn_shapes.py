@@ -11,7 +11,15 @@ from PIL import Image
 from frugalcv.errors import ShardError, SourceLayoutError
 from frugalcv.sharding.decode import decode_sample
 from frugalcv.sharding.sources import get_source
-from frugalcv.sharding.sources.scn_shapes import BAND, CLASSES, GAP, IMAGE_SIZE, PATCH, pair_kinds, shapes_pair
+from frugalcv.sharding.sources.scn_shapes import (
+    BAND,
+    CLASSES,
+    GAP,
+    IMAGE_SIZE,
+    PATCH,
+    pair_kinds,
+    shapes_pair,
+)
 
 
 def test_counts_per_split_and_kind():
@@ -41,7 +49,7 @@ def test_offset_directions_follow_the_partner_kind(split):
     for i in range(0, len(pair_kinds()[split]), 7):
         pair = shapes_pair(split, i)
         (ax, ay, ax2, ay2), (bx, by, _, _) = pair["box_a"], pair["box_b"]
-        assert ax2 - ax == PATCH and ay2 - ay == PATCH and 0 <= min(ax, ay) and max(ax2, ay2) <= IMAGE_SIZE
+        assert ax2 - ax == PATCH and ay2 - ay == PATCH and min(ax, ay) >= 0 and max(ax2, ay2) <= IMAGE_SIZE
         dx, dy = abs(ax - bx), abs(ay - by)
         if pair["kind"] == "square":
             assert dy <= BAND and dx >= GAP

@@ -130,7 +130,7 @@ def test_probe_features_count_every_labelled_patch_and_separate_easy_classes():
 def test_model_files_round_trip_and_refuse_other_files(tmp_path):
     model = net()
     state = {"format": "scn", "backbone": "cnn_m", "backbone_args": {"debug": True, "num_classes": 4},
-             "scn_args": {"hidden": None, "use_offset": True, "target": "features", "target_size": 16,
+             "scn_args": {"hidden": None, "use_offset": True, "target": "features", "target_size": 16, "offset_init": 10.0,
                           "train_convs": False}, "state": model.state_dict(), "patch_size": 32, "history": []}
     url = str(tmp_path / "model.pt")
     kit.save_state(url, state)
@@ -142,7 +142,7 @@ def test_model_files_round_trip_and_refuse_other_files(tmp_path):
             return self.inputs[name]
 
     loaded = model_file.load_scn(model_file.read(Ctx(), "checkpoint", model_file.SCN_FORMAT))
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True))
     with pytest.raises(ConfigError, match=r"inputs.checkpoint: .*model.pt is not an scn.pretrain model file"):
         model_file.read(Ctx(), "checkpoint", model_file.BACKBONE_FORMAT)
 
@@ -158,4 +158,5 @@ def test_report_writes_the_table_and_figures(tmp_path):
     assert "| SCN | 1.5 | 75.0 |" in table and "| Original | - | 50.0 |" in table
     path = report.write_report(str(tmp_path), title="t", tables=[("Results", table)], notes=["n"],
                                figures=[str(tmp_path / "mse.png")])
-    assert "![mse](mse.png)" in open(path).read()
+    with open(path) as f:
+        assert "![mse](mse.png)" in f.read()

@@ -40,7 +40,8 @@ class SpatialContextNet(nn.Module):
     """The two streams and the spatial context module over ``backbone`` (any ``Backbone``)."""
 
     def __init__(self, backbone: nn.Module, *, hidden: int | None = None, use_offset: bool = True,
-                 target: Target = "features", target_size: int = 16, train_convs: bool = False):
+                 target: Target = "features", target_size: int = 16, train_convs: bool = False,
+                 offset_init: float = 10.0):
         super().__init__()
         if target not in ("features", "pixels"):
             raise ValueError(f"target={target!r}: expected 'features' or 'pixels'")
@@ -56,6 +57,19 @@ class SpatialContextNet(nn.Module):
         self.v1 = nn.Linear(dim, hidden)
         self.v_loc = nn.Linear(OFFSET_DIM, hidden, bias=False) if use_offset else None
         self.v2 = nn.Linear(hidden, out)
+        self.reset_context(offset_init)
+
+    @torch.no_grad()
+    def reset_context(self, offset_init: float) -> None:
+        """V_loc ~ N(0, offset_init^2) and V1's bias ~ U(-offset_init/2, offset_init/2): the location
+        pathway starts as random sharp half-planes of the offset space (|o| < 1 once normalised), so
+        V2 can read the offset's regions off h2 from the first steps; PyTorch's default (|w| < 0.35)
+        leaves the sigmoids nearly linear in o for hundreds of SGD steps. Both variants get the bias."""
+        if offset_init <= 0:
+            return
+        self.v1.bias.uniform_(-offset_init / 2, offset_init / 2)
+        if self.v_loc is not None:
+            nn.init.normal_(self.v_loc.weight, std=offset_init)
 
     def train(self, mode: bool = True) -> SpatialContextNet:
         super().train(mode)

@@ -4,12 +4,12 @@ partner is decided by the offset alone.
 Every sample is one 128x128 image on a noisy grey background holding a circle and one partner
 patch, written as a patch pair (``patch_pairs``: X_j = the circle, X_i = the partner):
 
-* ``square`` (300 pairs): offset horizontally, vertical difference <= 30 px (horizontal >= 34);
-* ``triangle`` (300): offset vertically, horizontal difference <= 30 px (vertical >= 34);
-* ``black`` (200): a black patch at a random offset outside both bands (both differences >= 34),
+* ``square`` (300 pairs): offset horizontally, vertical difference <= 30 px (horizontal >= 40);
+* ``triangle`` (300): offset vertically, horizontal difference <= 30 px (vertical >= 40);
+* ``black`` (200): a black patch at a random offset outside both bands (both differences >= 40),
   so that the offset still tells the three kinds apart.
 
-Shapes fill 32x32 boxes at a random scale (0.75..1) and grey level, with pixel noise, so that
+Shapes fill 32x32 boxes at a random scale (0.9..1) and grey level, with pixel noise, so that
 the patches of one class differ a little. The 800 pairs are dealt to ``train`` (600) and ``test``
 (200) by a fixed permutation; sample ``i`` of a split is drawn from a seed of (split, i) alone;
 keys are ``{split}_{i:06d}_00``. SRC must be ``-``.
@@ -36,7 +36,7 @@ CLASSES = ("circle", "square", "triangle", "black")
 PAIR_COUNTS = {"square": 300, "triangle": 300, "black": 200}
 SPLIT_SIZES = {"train": 600, "test": 200}
 BAND = 30  # the largest cross-axis difference of an aligned pair, px
-GAP = 34  # the smallest along-axis difference (boxes of 32 px never overlap)
+GAP = 40  # the smallest along-axis difference (boxes of 32 px never overlap; a margin over BAND)
 SEED = 0x5C4
 
 
@@ -72,13 +72,13 @@ def _partner_box(kind: str, circle: tuple[int, int], rng: np.random.Generator) -
 
 def _shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int], rng: np.random.Generator) -> None:
     x, y = box
-    scale = rng.uniform(0.75, 1.0)
+    scale = rng.uniform(0.9, 1.0)
     pad = (1 - scale) * PATCH / 2
     x1, y1, x2, y2 = x + pad, y + pad, x + PATCH - 1 - pad, y + PATCH - 1 - pad
     if shape == "black":
         draw.rectangle((x, y, x + PATCH - 1, y + PATCH - 1), fill=(0, 0, 0))
         return
-    grey = int(rng.integers(215, 256))
+    grey = int(rng.integers(230, 256))
     fill = (grey, grey, grey)
     if shape == "circle":
         draw.ellipse((x1, y1, x2, y2), fill=fill)
@@ -98,7 +98,7 @@ def shapes_pair(split: str, index: int) -> dict:
     draw = ImageDraw.Draw(image)
     _shape(draw, "circle", circle, rng)
     _shape(draw, kind, partner, rng)
-    pixels = np.asarray(image, dtype=np.float64) + rng.normal(0, 6, (IMAGE_SIZE, IMAGE_SIZE, 3))
+    pixels = np.asarray(image, dtype=np.float64) + rng.normal(0, 4, (IMAGE_SIZE, IMAGE_SIZE, 3))
     pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
     box = lambda xy: [xy[0], xy[1], xy[0] + PATCH, xy[1] + PATCH]  # noqa: E731
     return {"image": pixels, "kind": kind, "box_a": box(partner), "box_b": box(circle)}

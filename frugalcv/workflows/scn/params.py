@@ -31,13 +31,17 @@ class BackboneFields:
     width: float = 1.0
     #: side of the adaptive pool before fc6 (default: 6 for cnn_m, 7 for vgg19, as the real networks)
     pool: int | None = None
+    #: dropout after fc6 and fc7 (the bottom stream trains with it; the top stream never)
     dropout: float = 0.5
+    #: the tiny flavour for tests
     debug: bool = False
     #: a torchvision-layout state dict of the backbone (e.g. vgg19's ImageNet file), any fsspec URL
     weights: str | None = None
     #: patches are resized to patch_size x patch_size
     patch_size: int = 224
+    #: seeds the initial weights, dropout and the order of the samples
     seed: int = 0
+    #: optimizer steps per logged (averaged) line
     log_every: int = 20
 
     def __post_init__(self):
@@ -61,13 +65,18 @@ class OptimFields:
     """SGD with momentum and weight decay, by epochs (``iterations`` caps the steps)."""
 
     epochs: int = 200
+    #: stop after this many optimizer steps (default: after `epochs`)
     iterations: int | None = None
+    #: samples per optimizer step, global (each rank gets batch_size / world_size)
     batch_size: int = 64
+    #: SGD's learning rate
     lr: float = 1.0e-3
     #: epochs after which the lr is multiplied by lr_gamma
     lr_milestones: list[int] = field(default_factory=lambda: [100])
     lr_gamma: float = 0.1
+    #: SGD's momentum
     momentum: float = 0.9
+    #: L2 weight decay
     weight_decay: float = 5.0e-4
 
     def __post_init__(self):
@@ -113,6 +122,8 @@ class TrainParams(OptimFields, BackboneFields):
     train_convs: bool = False
     #: size of h2 (default: the backbone's feature size)
     hidden: int | None = None
+    #: std of V_loc's initial weights (and half-range of V1's initial bias); 0: PyTorch's default init
+    offset_init: float = 10.0
     #: test_mse on the `test` input every eval_every epochs (the curve of Fig. 5.4)
     eval_every: int = 1
     eval_batch_size: int = 100
@@ -123,6 +134,8 @@ class TrainParams(OptimFields, BackboneFields):
             raise FieldError("target", f"{self.target!r}: expected features or pixels")
         if self.target_size < 4:
             raise FieldError("target_size", f"{self.target_size}: must be >= 4")
+        if self.offset_init < 0:
+            raise FieldError("offset_init", f"{self.offset_init}: must be >= 0")
         if self.hidden is not None and self.hidden < 1:
             raise FieldError("hidden", f"{self.hidden}: must be >= 1")
         for name in ("eval_every", "eval_batch_size"):
@@ -134,12 +147,15 @@ class TrainParams(OptimFields, BackboneFields):
 class EvaluateParams:
     """Test regression error, with and without offsets, and the linear probe on h1 vs the original features."""
 
+    #: patches per batch of feature extraction
     batch_size: int = 100
     #: linear_svm (LinearSVC) | logistic (LogisticRegression), on standardised features
     probe: Literal["linear_svm", "logistic"] = "linear_svm"
     #: the probe's inverse regularisation strength
     probe_c: float = 1.0
+    #: the report's title (default: names the backbone, pipeline and run)
     title: str | None = None
+    #: the probe's random state
     seed: int = 0
 
     def __post_init__(self):

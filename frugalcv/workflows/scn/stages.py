@@ -90,7 +90,7 @@ def train_stage(ctx: kit.StageContext) -> kit.StageResult:
     kit.seed(ctx, per_rank=False)  # the same initial weights on every rank
     backbone, name, args = _backbone(ctx, p)
     scn_args = {"hidden": p.hidden, "use_offset": p.use_offset, "target": p.target, "target_size": p.target_size,
-                "train_convs": p.train_convs}
+                "train_convs": p.train_convs, "offset_init": p.offset_init}
     net = kit.place(ctx, SpatialContextNet(backbone, **scn_args))
     optimizer = _sgd(net.parameters(), p)
     model, update = kit.distribute(ctx, net, optimizer, batch_size=p.batch_size)
