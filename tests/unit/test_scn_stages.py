@@ -99,12 +99,13 @@ def test_reconstruction_hook_keeps_one_frame_per_epoch_and_restores_it():
     hook = ReconstructionHook(model, examples)
 
     class Trainer:
-        epoch = 1
+        epoch, step, failed = 1, 5, False
 
     hook.trainer = Trainer()
     hook.after_epoch()
-    hook.trainer.epoch = 2
+    hook.trainer.epoch, hook.trainer.step = 2, 10
     hook.after_epoch()
+    hook.after_train()  # right after an epoch's frame: nothing new
     result = hook.result()
     assert result["epochs"] == [1, 2] and result["frames"].shape == (2, 3, 3, 8, 8)
     assert result["truth"].dtype == torch.uint8 and result["kinds"] == [1, 2, 3]

@@ -84,7 +84,8 @@ def to_uint8(flat: torch.Tensor, size: int) -> torch.Tensor:
 
 class ReconstructionHook(HookBase):
     """``target: pixels``: after every epoch, the predicted X_i of one test pair per partner class
-    (Fig. 5.3); the frames are part of the checkpoint, so a resumed run keeps the earlier ones."""
+    (Fig. 5.3), and once more at the end of a run stopped mid-epoch; the frames are part of the
+    checkpoint, so a resumed run keeps the earlier ones."""
 
     def __init__(self, net: SpatialContextNet, examples: dict[int, tuple]):
         self.net, self.kinds = net, sorted(examples)
@@ -93,11 +94,20 @@ class ReconstructionHook(HookBase):
                                 for x_i, _, _, p in self.inputs]) if self.inputs else None
         self.epochs: list[int] = []
         self.frames: list[torch.Tensor] = []
+        self._last_step = -1
+
+    def after_epoch(self) -> None:
+        self._record()
+
+    def after_train(self) -> None:
+        if not self.trainer.failed:  # a run that ends mid-epoch (max_steps) shows where it stopped
+            self._record()
 
     @torch.no_grad()
-    def after_epoch(self) -> None:
-        if not self.inputs:
+    def _record(self) -> None:
+        if not self.inputs or self._last_step == self.trainer.step:
             return
+        self._last_step = self.trainer.step
         was_training = self.net.training
         self.net.eval()
         try:
@@ -114,7 +124,8 @@ class ReconstructionHook(HookBase):
                 "frames": torch.stack(self.frames)}
 
     def state_dict(self) -> dict:
-        return {"epochs": list(self.epochs), "frames": list(self.frames)}
+        return {"epochs": list(self.epochs), "frames": list(self.frames), "last_step": self._last_step}
 
     def load_state_dict(self, state: dict) -> None:
         self.epochs, self.frames = list(state["epochs"]), list(state["frames"])
+        self._last_step = int(state.get("last_step", -1))
