@@ -100,7 +100,7 @@ def decode_informative(data: bytes) -> np.ndarray:
     return marks
 
 
-#: patch-pair members (docs: SCN's record format) -> the decoded sample's key
+#: patch-pair members (the patch-pair record format) -> the decoded sample's key
 PAIR_IMAGES = {"a.png": "a", "b.png": "b"}
 PAIR_LABELS = {"a.cls": "a_label", "b.cls": "b_label"}
 

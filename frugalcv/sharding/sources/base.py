@@ -13,7 +13,7 @@ A source reads one split of a dataset in its real on-disk format and encodes sam
 - ``informative.npy``: ``np.save`` of a uint8 [T] array, 1 where a frame shows the class
   (for analysis of generated videos; training must not read it)
 - ``a.png`` / ``b.png`` / ``offset.npy`` / ``a.cls`` / ``b.cls`` / ``pair.json``: a patch pair
-  (task ``patch_pairs``, SCN): patches X_i and X_j, ``np.save`` of float32 [8] corner offsets
+  (task ``patch_pairs``): patches X_i and X_j, ``np.save`` of float32 [8] corner offsets
   (x over the image width, y over its height), their classes when known, and the image id, size
   and both boxes in pixels
 
