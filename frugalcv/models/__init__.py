@@ -4,7 +4,7 @@ counter here, each method's networks in ``models/<method>/``.
 Every registered model has a tiny flavour for tests: ``build_model(name, debug=True)``.
 """
 
-from frugalcv.models import adaframe, dcan, liteeval  # noqa: F401  (registers the models)
+from frugalcv.models import adaframe, dcan, liteeval, scn  # noqa: F401  (registers the models)
 from frugalcv.models.blockdrop import policy, resnet  # noqa: F401  (registers the models)
 from frugalcv.models.blockdrop.fuse import fuse_batchnorm
 from frugalcv.models.blockdrop.policy import PolicyNet

@@ -4,11 +4,14 @@ classification: {"key", "image": HxWx3 uint8 RGB, "label": int}
 segmentation:   {"key", "image": HxWx3 uint8 RGB, "mask": HxW uint8 train ids (255 = ignore)}
 video_features: {"key", "features": TxD float32, "label": int, "coarse": TxD' float32 (when present)}
 video_frames:   {"key", "frames": TxHxWx3 uint8 RGB, "label": int, "informative": T uint8 0/1 marks}
+patch_pairs:    {"key", "a": HxWx3 uint8 (X_i), "b": HxWx3 uint8 (X_j), "offset": float32 [8],
+                 "a_label" / "b_label": int (when known), "pair": dict (pair.json)}
 """
 
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 from PIL import Image
@@ -97,6 +100,20 @@ def decode_informative(data: bytes) -> np.ndarray:
     return marks
 
 
+#: patch-pair members (the patch-pair record format) -> the decoded sample's key
+PAIR_IMAGES = {"a.png": "a", "b.png": "b"}
+PAIR_LABELS = {"a.cls": "a_label", "b.cls": "b_label"}
+
+
+def decode_offset(data: bytes) -> np.ndarray:
+    """o_ij: the four box corners' differences, float32 [8] (x over the image width, y over its height)."""
+    offset = decode_array(data, dtype=np.float32, ndim=1, expected="float32 [8] corner offsets")
+    if offset.shape != (8,) or not np.isfinite(offset).all():
+        raise ValueError(f"holds {list(offset.shape)} values (finite: {bool(np.isfinite(offset).all())}); "
+                         "expected 8 finite corner offsets")
+    return offset
+
+
 def decode_sample(key: str, fields: dict[str, bytes], url: str = "?") -> dict:
     """Decode one sample; any failure raises ShardError naming the shard and member."""
     out: dict = {"key": key}
@@ -118,6 +135,14 @@ def decode_sample(key: str, fields: dict[str, bytes], url: str = "?") -> dict:
                 )
             elif ext == "informative.npy":
                 out["informative"] = decode_informative(data)
+            elif ext in PAIR_IMAGES:
+                out[PAIR_IMAGES[ext]] = decode_image(data)
+            elif ext in PAIR_LABELS:
+                out[PAIR_LABELS[ext]] = int(data)
+            elif ext == "offset.npy":
+                out["offset"] = decode_offset(data)
+            elif ext == "pair.json":
+                out["pair"] = json.loads(data)
             else:
                 out[ext] = data
         except Exception as e:

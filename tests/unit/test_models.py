@@ -47,7 +47,7 @@ SMALL_INPUT = {
 # registered elsewhere, tested in their own files
 OTHER_NAMES = [
     "adaframe_lstm", "avgpool_classifier", "dcan_generator", "fcn8s_resnet101", "fcn8s_vgg16", "liteeval_lstm",
-    "lstm_classifier", "pspnet_resnet50",
+    "lstm_classifier", "pspnet_resnet50", "scn_cnn_m", "scn_vgg19",
 ]
 
 

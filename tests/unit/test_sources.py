@@ -60,6 +60,7 @@ ALL_KINDS = {
     "digits",
     "street-scenes",
     "video-digits",
+    "scn-shapes",
 }
 
 

@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     digits,
     gta5,
     imagefolder,
+    scn_shapes,
     street_scenes,
     synthia,
     video_digits,

@@ -13,8 +13,10 @@ A source reads one split of a dataset in its real on-disk format and encodes sam
 - ``informative.npy``: ``np.save`` of a uint8 [T] array, 1 where a frame shows the class
   (for analysis of generated videos; training must not read it)
 - ``labels.npy``: ``np.save`` of a uint8 [C] multi-hot array (image-level labels, e.g. VOC)
-- ``a.png`` / ``b.png``, ``offset.npy``, ``pair.json``, ``a.cls`` / ``b.cls``: one patch pair
-  (task ``patch_pairs``, see ``patch_pairs.py``)
+- ``a.png`` / ``b.png`` / ``offset.npy`` / ``a.cls`` / ``b.cls`` / ``pair.json``: a patch pair
+  (task ``patch_pairs``): patches X_i and X_j, ``np.save`` of float32 [8] corner offsets
+  (x over the image width, y over its height), their classes when known, and the image id, size
+  and both boxes in pixels
 
 Sources must be picklable (the writer encodes in a process pool) and ``encode`` must be
 deterministic, so that the same input gives byte-identical shards.

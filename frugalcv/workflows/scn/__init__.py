@@ -1,0 +1,1 @@
+"""SCN (spatial context networks, dissertation Ch. 5): pair mining, pretrain, train and evaluate stages."""

@@ -1,0 +1,76 @@
+"""``scn.evaluate``: test regression error of an SCN checkpoint (and of its no-offset ablation when
+given), and the linear probe on the bottom stream's h1 against the original backbone's features
+(the frozen top stream, W_T), with the report and figures."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from frugalcv.workflows import kit
+from frugalcv.workflows.scn import model_file, report
+from frugalcv.workflows.scn.data import pair_stream
+from frugalcv.workflows.scn.params import EvaluateParams
+from frugalcv.workflows.scn.probe import labelled_features, probe_accuracy
+from frugalcv.workflows.scn.train import regression_error
+
+
+def _load(ctx, name: str):
+    state = model_file.read(ctx, name, model_file.SCN_FORMAT)
+    return state, kit.place(ctx, model_file.load_scn(state)).eval()
+
+
+@kit.register_stage("scn.evaluate", params=EvaluateParams, inputs=("checkpoint", "train", "test"),
+                    optional_inputs=("no_offset",), outputs=("report", "metrics"))
+def evaluate_stage(ctx: kit.StageContext) -> kit.StageResult:
+    """``test_mse`` (and ``no_offset_test_mse``, ``mse_ratio``); ``probe_accuracy`` on h1 and
+    ``probe_accuracy_original`` on the original features, the probe fitted on ``train``'s labelled
+    patches and scored on ``test``'s."""
+    p: EvaluateParams = ctx.params
+    if not ctx.is_main:
+        return kit.StageResult()
+    state, net = _load(ctx, "checkpoint")
+    size = int(state["patch_size"])
+    test = pair_stream(ctx, "test", p.batch_size, size, train=False)
+    metrics = regression_error(net, test)
+    curves = {"with offsets": state["history"]}
+    rows = {"SCN": {"test_mse": metrics["test_mse"]}}
+    if "no_offset" in ctx.inputs:
+        other_state, other = _load(ctx, "no_offset")
+        other_mse = regression_error(other, pair_stream(ctx, "test", p.batch_size, int(other_state["patch_size"]),
+                                                        train=False))["test_mse"]
+        metrics["no_offset_test_mse"] = other_mse
+        metrics["mse_ratio"] = metrics["test_mse"] / other_mse if other_mse > 0 else float("inf")
+        curves["without offsets"] = other_state["history"]
+        rows["SCN without offsets"] = {"test_mse": other_mse}
+    with torch.no_grad():
+        extractors = {"scn": net.features, "original": net.original_features}
+        train_x, train_y = labelled_features(pair_stream(ctx, "train", p.batch_size, size, train=False), extractors)
+        test_x, test_y = labelled_features(test, extractors)
+    for name, key in (("scn", "probe_accuracy"), ("original", "probe_accuracy_original")):
+        metrics[key] = probe_accuracy(train_x[name], train_y, test_x[name], test_y, kind=p.probe, c=p.probe_c,
+                                      seed=p.seed)
+    rows["SCN"]["probe"] = metrics["probe_accuracy"]
+    rows["Original backbone (W_T)"] = {"probe": metrics["probe_accuracy_original"]}
+    title = p.title or f"SCN ({state['backbone']}), pipeline {ctx.pipeline}, run {ctx.run_id}"
+    table = report.summary_table(list(rows.items()))
+    notes = [f"probe: {p.probe} (C={p.probe_c}) on standardised features, fitted on {len(train_y)} labelled "
+             f"patches, scored on {len(test_y)}",
+             "test MSE: mean over test pairs of ||target - h3||^2 (Eq. 5.2)"]
+    with kit.local_outputs(ctx) as out:
+        figures = [f for f in (report.plot_mse_curves(curves, os.path.join(out, "test_mse.png")),) if f]
+        if "reconstructions" in state:
+            names = list(test.loader.manifest.classes)
+            fig = report.plot_reconstructions(state["reconstructions"], names, os.path.join(out, "reconstructions.png"))
+            figures += [fig] if fig else []
+        report.write_report(out, title=title, tables=[("Results", table)], notes=notes, figures=figures)
+        with open(os.path.join(out, "metrics.json"), "w") as f:
+            json.dump({**metrics, "curves": curves}, f, indent=1, sort_keys=True)
+        files = [os.path.basename(f) for f in figures]
+    ctx.printer(table)
+    return kit.StageResult(metrics=metrics,
+                           outputs={"report": ctx.path("report.md"), "metrics": ctx.path("metrics.json")},
+                           artifacts={"report": [ctx.path("report.md"), *(ctx.path(f) for f in files),
+                                                 ctx.path("metrics.json")]})
