@@ -1,6 +1,6 @@
 """Decode WebDataset fields into numpy samples.
 
-classification: {"key", "image": HxWx3 uint8 RGB, "label": int}
+classification: {"key", "image": HxWx3 uint8 RGB, "label": int} (or "labels": [C] uint8 multi-hot)
 segmentation:   {"key", "image": HxWx3 uint8 RGB, "mask": HxW uint8 train ids (255 = ignore)}
 video_features: {"key", "features": TxD float32, "label": int, "coarse": TxD' float32 (when present)}
 video_frames:   {"key", "frames": TxHxWx3 uint8 RGB, "label": int, "informative": T uint8 0/1 marks}
@@ -135,6 +135,8 @@ def decode_sample(key: str, fields: dict[str, bytes], url: str = "?") -> dict:
                 )
             elif ext == "informative.npy":
                 out["informative"] = decode_informative(data)
+            elif ext == "labels.npy":
+                out["labels"] = decode_array(data, dtype=np.uint8, ndim=1, expected="uint8 [C] multi-hot labels")
             elif ext in PAIR_IMAGES:
                 out[PAIR_IMAGES[ext]] = decode_image(data)
             elif ext in PAIR_LABELS:

@@ -53,12 +53,15 @@ class PairTransform:
 
 
 class ImageTransform:
-    """Picklable: a classification sample -> (image, label)."""
+    """Picklable: a classification sample -> (image, label), or (image, [C] multi-hot labels) for
+    image-level labels (``labels.npy``, e.g. kind voc)."""
 
     def __init__(self, patch_size: int):
         self.patch_size = patch_size
 
     def __call__(self, sample: dict):
+        if "labels" in sample:
+            return resized(sample["image"], self.patch_size), torch.from_numpy(sample["labels"].copy())
         return resized(sample["image"], self.patch_size), sample["label"]
 
 
@@ -92,7 +95,9 @@ def pair_stream(ctx: kit.StageContext, name: str, batch_size: int, patch_size: i
                       train=train)
 
 
-def image_stream(ctx: kit.StageContext, name: str, batch_size: int, patch_size: int):
-    """Labelled images of input ``name``, shuffled: the backbone's pretraining data."""
+def image_stream(ctx: kit.StageContext, name: str, batch_size: int, patch_size: int, *, train: bool = True):
+    """Labelled images of input ``name``: shuffled (the backbone's pretraining data) or in order
+    (the probe's images)."""
     check_task(ctx, name, "classification")
-    return kit.stream(ctx, ctx.input(name), batch_size, ImageTransform(patch_size), batch_transform=to_float_images)
+    return kit.stream(ctx, ctx.input(name), batch_size, ImageTransform(patch_size), batch_transform=to_float_images,
+                      train=train)

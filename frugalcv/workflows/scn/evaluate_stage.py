@@ -11,9 +11,10 @@ import torch
 
 from frugalcv.workflows import kit
 from frugalcv.workflows.scn import model_file, report
-from frugalcv.workflows.scn.data import pair_stream
+from frugalcv.errors import ConfigError
+from frugalcv.workflows.scn.data import image_stream, pair_stream
 from frugalcv.workflows.scn.params import EvaluateParams
-from frugalcv.workflows.scn.probe import labelled_features, probe_accuracy
+from frugalcv.workflows.scn.probe import image_features, labelled_features, probe_accuracy, probe_map
 from frugalcv.workflows.scn.train import regression_error
 
 
@@ -23,11 +24,13 @@ def _load(ctx, name: str):
 
 
 @kit.register_stage("scn.evaluate", params=EvaluateParams, inputs=("checkpoint", "train", "test"),
-                    optional_inputs=("no_offset",), outputs=("report", "metrics"))
+                    optional_inputs=("no_offset", "probe_train", "probe_test"), outputs=("report", "metrics"))
 def evaluate_stage(ctx: kit.StageContext) -> kit.StageResult:
     """``test_mse`` (and ``no_offset_test_mse``, ``mse_ratio``); ``probe_accuracy`` on h1 and
     ``probe_accuracy_original`` on the original features, the probe fitted on ``train``'s labelled
-    patches and scored on ``test``'s."""
+    patches and scored on ``test``'s; with ``probe_train`` and ``probe_test`` (labelled images) the
+    probe is on those whole images instead, and on multi-hot labels (kind voc) it gives ``probe_map``
+    and ``probe_map_original``."""
     p: EvaluateParams = ctx.params
     if not ctx.is_main:
         return kit.StageResult()
@@ -45,19 +48,13 @@ def evaluate_stage(ctx: kit.StageContext) -> kit.StageResult:
         metrics["mse_ratio"] = metrics["test_mse"] / other_mse if other_mse > 0 else float("inf")
         curves["without offsets"] = other_state["history"]
         rows["SCN without offsets"] = {"test_mse": other_mse}
-    with torch.no_grad():
-        extractors = {"scn": net.features, "original": net.original_features}
-        train_x, train_y = labelled_features(pair_stream(ctx, "train", p.batch_size, size, train=False), extractors)
-        test_x, test_y = labelled_features(test, extractors)
-    for name, key in (("scn", "probe_accuracy"), ("original", "probe_accuracy_original")):
-        metrics[key] = probe_accuracy(train_x[name], train_y, test_x[name], test_y, kind=p.probe, c=p.probe_c,
-                                      seed=p.seed)
-    rows["SCN"]["probe"] = metrics["probe_accuracy"]
-    rows["Original backbone (W_T)"] = {"probe": metrics["probe_accuracy_original"]}
+    extractors = {"scn": net.features, "original": net.original_features}
+    probe_rows, probe_note, probe_unit = _probe(ctx, p, size, test, extractors, metrics)
+    for name, value in probe_rows.items():
+        rows.setdefault(name, {})["probe"] = value
     title = p.title or f"SCN ({state['backbone']}), pipeline {ctx.pipeline}, run {ctx.run_id}"
-    table = report.summary_table(list(rows.items()))
-    notes = [f"probe: {p.probe} (C={p.probe_c}) on standardised features, fitted on {len(train_y)} labelled "
-             f"patches, scored on {len(test_y)}",
+    table = report.summary_table(list(rows.items()), probe=probe_unit)
+    notes = [probe_note,
              "test MSE: mean over test pairs of ||target - h3||^2 (Eq. 5.2)"]
     with kit.local_outputs(ctx) as out:
         figures = [f for f in (report.plot_mse_curves(curves, os.path.join(out, "test_mse.png")),) if f]
@@ -74,3 +71,34 @@ def evaluate_stage(ctx: kit.StageContext) -> kit.StageResult:
                            outputs={"report": ctx.path("report.md"), "metrics": ctx.path("metrics.json")},
                            artifacts={"report": [ctx.path("report.md"), *(ctx.path(f) for f in files),
                                                  ctx.path("metrics.json")]})
+
+
+def _probe(ctx, p: EvaluateParams, size: int, test, extractors, metrics: dict) -> tuple[dict, str, str]:
+    """The linear probe's metrics (into ``metrics``), its table cells, its report note and its unit."""
+    given = [name for name in ("probe_train", "probe_test") if name in ctx.inputs]
+    if len(given) == 1:
+        missing = ({"probe_train", "probe_test"} - set(given)).pop()
+        raise ConfigError(f"stages.{ctx.stage}.inputs: {given[0]} without {missing}; give both (labelled images "
+                          "to fit the probe on and to score it on) or neither (the pairs' labelled patches)")
+    with torch.no_grad():
+        if given:
+            train_x, train_y = image_features(image_stream(ctx, "probe_train", p.batch_size, size, train=False),
+                                              extractors)
+            test_x, test_y = image_features(image_stream(ctx, "probe_test", p.batch_size, size, train=False),
+                                            extractors)
+            what = "images"
+        else:
+            train_x, train_y = labelled_features(pair_stream(ctx, "train", p.batch_size, size, train=False),
+                                                 extractors)
+            test_x, test_y = labelled_features(test, extractors)
+            what = "labelled patches"
+    multi = train_y.ndim == 2
+    score, key = (probe_map, "probe_map") if multi else (probe_accuracy, "probe_accuracy")
+    for name, suffix in (("scn", ""), ("original", "_original")):
+        metrics[key + suffix] = score(train_x[name], train_y, test_x[name], test_y, kind=p.probe, c=p.probe_c,
+                                      seed=p.seed)
+    unit = "mean AP over classes, one-vs-rest" if multi else "top-1"
+    note = (f"probe: {p.probe} (C={p.probe_c}) on standardised features ({unit}), fitted on {len(train_y)} "
+            f"{what}, scored on {len(test_y)}")
+    return ({"SCN": metrics[key], "Original backbone (W_T)": metrics[key + "_original"]}, note,
+            "mAP" if multi else "top-1")

@@ -69,8 +69,8 @@ def plot_reconstructions(recon: Mapping, names: Sequence[str], path: str, column
     return _save(fig, path)
 
 
-def summary_table(rows: Sequence[tuple[str, Mapping[str, float]]]) -> str:
-    lines = ["| Model | Test MSE | Linear probe top-1 (%) |", "|---|---:|---:|"]
+def summary_table(rows: Sequence[tuple[str, Mapping[str, float]]], probe: str = "top-1") -> str:
+    lines = [f"| Model | Test MSE | Linear probe {probe} (%) |", "|---|---:|---:|"]
     for label, m in rows:
         mse = f"{m['test_mse']:.4g}" if "test_mse" in m else "-"
         probe = f"{100 * m['probe']:.1f}" if "probe" in m else "-"
