@@ -3,7 +3,8 @@ slurm), and the FCVID and ActivityNet recipes in smoke mode (2 optimizer steps p
 batches of at most 8, 2 evaluation batches) on tiny frame folders in their real layout
 (``<split>/<class>/<video>/<frame>.jpg``) with weights files saved from torchvision's own randomly
 initialised ResNet-101 and MobileNetV2. Only data paths, weight paths and frame sizes are overridden
-(224x224 ResNet-101 frames would take minutes on a CPU)."""
+(224x224 ResNet-101 frames would take minutes on a CPU). And ``adaframe.train`` preempted on the local
+Slurm cluster (USR2, requeued under the same job id), resumed to the uninterrupted run's sha256."""
 
 import json
 import re
