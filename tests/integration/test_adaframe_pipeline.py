@@ -1,11 +1,16 @@
-"""AdaFrame through the pipeline: the demo in smoke mode inline end to end, and the FCVID and
-ActivityNet recipes in smoke mode (2 optimizer steps per training stage on batches of at most 8, 2
-evaluation batches) on tiny frame folders in their real layout (``<split>/<class>/<video>/<frame>.jpg``)
-with weights files saved from torchvision's own randomly initialised ResNet-101 and MobileNetV2.
-Only data paths, weight paths and frame sizes are overridden (224x224 ResNet-101 frames would take
-minutes on a CPU)."""
+"""AdaFrame through the pipeline: the demo in smoke mode end to end under every executor (inline, local,
+slurm), and the FCVID and ActivityNet recipes in smoke mode (2 optimizer steps per training stage on
+batches of at most 8, 2 evaluation batches) on tiny frame folders in their real layout
+(``<split>/<class>/<video>/<frame>.jpg``) with weights files saved from torchvision's own randomly
+initialised ResNet-101 and MobileNetV2. Only data paths, weight paths and frame sizes are overridden
+(224x224 ResNet-101 frames would take minutes on a CPU). And ``adaframe.train`` preempted on the local
+Slurm cluster (USR2, requeued under the same job id), resumed to the uninterrupted run's sha256."""
 
 import json
+import re
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +20,7 @@ import torchvision
 from PIL import Image
 
 from frugalcv.workflows.pipeline import runner
-from frugalcv.workflows.pipeline.config import load_pipeline
+from frugalcv.workflows.pipeline.config import load_pipeline, pipeline_from_dict
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
@@ -46,14 +51,19 @@ def check_run(root: Path, rid: str, stages: list[str]) -> dict:
     return metrics
 
 
-def test_the_demo_runs_in_smoke_mode(tmp_path):
-    cfg = load_pipeline(DEMO, [f"storage.root={tmp_path}", "executor.kind=inline", "smoke_steps=2"])
+@pytest.mark.parametrize("kind", ["inline", "local", "slurm"])
+def test_the_demo_runs_in_smoke_mode_under_every_executor(kind, tmp_path, request):
+    if kind == "slurm":
+        request.getfixturevalue("slurm_cluster")
+    cfg = load_pipeline(DEMO, [f"storage.root={tmp_path}", f"executor.kind={kind}", "smoke_steps=2"])
     assert [s.name for s in cfg.stages] == DEMO_STAGES
     rid = runner.run_pipeline(cfg, track=False, printer=print)
     metrics = check_run(tmp_path, rid, DEMO_STAGES)
     assert 1 <= metrics["frames_mean"] <= 10 and 0 <= metrics["map"] <= 1
     for k in (2, 4, 6, 8, 10):
         assert f"lstm_u{k}_map" in metrics and f"avgpool_r{k}_map" in metrics
+    if kind == "slurm":
+        assert all(s["slurm_job_ids"] for s in runner.status(rid, str(tmp_path))["stages"])
 
 
 def make_frames(root: Path, splits: dict[str, int], classes=("bowling", "cooking", "skiing")) -> Path:
@@ -98,3 +108,67 @@ def test_recipe_runs_in_smoke_mode_on_the_frames_layout(recipe, test_split, tmp_
     fine, coarse = stages["features"]["metrics"]["fine_gflops"], stages["features"]["metrics"]["coarse_gflops"]
     assert metrics["gflops_mean"] > metrics["frames_mean"] * fine + 16 * coarse
     assert metrics["avgpool_gflops_mean"] >= fine
+
+
+# ------------------------------------------------------------------------------------ preemption
+
+
+def resumable(root: Path, kind: str) -> object:
+    """Digit videos, small pixel features, then ``adaframe.train`` for 3 epochs of 18 steps with a
+    checkpoint every 5 steps and a log line per step; 2 CPUs a rank under every executor."""
+    features = {"fine": {"model": "pixels", "size": 8}, "coarse": {"model": "pixels", "size": 8}}
+    return pipeline_from_dict({
+        "name": "adaframe-resume", "storage": {"root": str(root)},
+        "executor": {"kind": kind, "slurm": {"timeout_min": 30, "mem_gb": 2, "cpus_per_task": 2}},
+        "stages": [
+            {"name": "videos", "uses": "shard", "params": {"kind": "video-digits", "src": "sklearn",
+                                                           "splits": ["train"]}},
+            {"name": "features", "uses": "video.extract", "inputs": {"frames": "${stages.videos.outputs.train}"},
+             "params": features},
+            {"name": "train", "uses": "adaframe.train", "checkpoint_every": 5, "num_workers": 1,
+             "inputs": {"train": "${stages.features.outputs.features}"},
+             "params": {"hidden": 32, "steps": 4, "cls_all_steps": True, "normalize": "standardize",
+                        "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "epochs": 3, "batch_size": 64,
+                        "log_every": 1, "seed": 0}},
+        ],
+    })
+
+
+def train_record(root: Path, rid: str) -> dict:
+    return {s["stage"]: s for s in runner.status(rid, str(root))["stages"]}["train"]
+
+
+def test_adaframe_train_preempted_on_slurm_resumes_to_the_same_sha256(slurm_cluster, tmp_path):
+    """USR2 (Slurm's warning before preemption) mid-run: the stage checkpoints, the job is requeued
+    under the same id and resumes; its model file equals the uninterrupted run's, byte for byte."""
+    whole = tmp_path / "whole"
+    expected = train_record(whole, runner.run_pipeline(resumable(whole, "inline"), track=False,
+                                                       printer=print))["outputs"]["checkpoint"]["sha256"]
+    root, result = tmp_path / "preempted", {}
+
+    def drive():
+        try:
+            result["rid"] = runner.run_pipeline(resumable(root, "slurm"), track=False, printer=print)
+        except Exception as e:  # reported below
+            result["error"] = e
+
+    thread = threading.Thread(target=drive)
+    thread.start()
+    deadline, job = time.monotonic() + 300, None
+    while time.monotonic() < deadline and thread.is_alive():
+        found = list((root / "runs").glob("*/stages/train/checkpoints/step-*.pt"))
+        if found:
+            job = train_record(root, found[0].parts[-5])["slurm_job_ids"][0]
+            subprocess.run(["scancel", "--signal=USR2", job], check=True)
+            break
+        time.sleep(0.1)
+    thread.join(600)
+    assert not thread.is_alive() and "error" not in result, result.get("error")
+    assert job is not None, "no checkpoint appeared before the stage ended"
+    train = train_record(root, result["rid"])
+    assert train["state"] == "finished" and train["slurm_job_ids"] == [job]
+    log = (root / "runs" / result["rid"] / "slurm" / job / f"{job}_0_log.out").read_text()
+    assert f"Requeued job {job}" in log, log[-2000:]
+    resumed = re.findall(r"resumed from \S+step-(\d+)\.pt \(step (\d+), epoch \d+\)", log)
+    assert resumed and 0 < int(resumed[-1][1]) < 3 * 18, log[-2000:]
+    assert train["outputs"]["checkpoint"]["sha256"] == expected

@@ -1,8 +1,8 @@
-"""LiteEval through the pipeline: the demo in smoke mode inline end to end; the FCVID and ActivityNet
-recipes in smoke mode on tiny frame folders in their real on-disk layout
-(``<split>/<class>/<video>/<frame>.jpg``) with ImageNet-weight files saved from torchvision's own
-(randomly initialised) MobileNetV2 and ResNet-101, overriding only data paths, weights, sizes and the
-number of extraction tasks; and ``liteeval.train`` stopped by SIGTERM mid-epoch, resumed to the
+"""LiteEval through the pipeline: the demo in smoke mode end to end under every executor (inline, local,
+slurm); the FCVID and ActivityNet recipes in smoke mode on tiny frame folders in their real on-disk
+layout (``<split>/<class>/<video>/<frame>.jpg``) with ImageNet-weight files saved from torchvision's
+own (randomly initialised) MobileNetV2 and ResNet-101, overriding only data paths, weights, sizes and
+the number of extraction tasks; and ``liteeval.train`` stopped by SIGTERM mid-epoch, resumed to the
 uninterrupted run's sha256; both gates under DDP on two local ranks."""
 
 import json
@@ -57,11 +57,16 @@ def check_report(evaluate: dict, budgets: list[int]) -> dict:
     return metrics
 
 
-def test_the_demo_runs_in_smoke_mode_inline(tmp_path):
-    cfg = load_pipeline(DEMO, [f"storage.root={tmp_path}", "executor.kind=inline", "smoke_steps=2"])
+@pytest.mark.parametrize("kind", ["inline", "local", "slurm"])
+def test_the_demo_runs_in_smoke_mode_under_every_executor(kind, tmp_path, request):
+    if kind == "slurm":
+        request.getfixturevalue("slurm_cluster")
+    cfg = load_pipeline(DEMO, [f"storage.root={tmp_path}", f"executor.kind={kind}", "smoke_steps=2"])
     assert [s.name for s in cfg.stages] == DEMO_STAGES
     rid = runner.run_pipeline(cfg, track=False, printer=print)
     stages = stages_of(tmp_path, rid)
+    if kind == "slurm":
+        assert all(s["slurm_job_ids"] for s in stages.values())
     assert {name: s["state"] for name, s in stages.items()} == dict.fromkeys(DEMO_STAGES, "finished")
     metrics = check_report(stages["evaluate"], list(range(1, 17)))
     assert "extra_1_map" in metrics and "extra_2_map" in metrics and "informative_precision" in metrics
