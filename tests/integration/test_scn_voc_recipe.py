@@ -1,8 +1,9 @@
-"""The SCN paper recipe (`pipelines/scn-voc.yaml`) end to end inline in smoke mode, on tiny VOC 2012 and
+"""The SCN paper recipe (`pipelines/scn-voc.yaml`) end to end in smoke mode under every executor, on tiny VOC 2012 and
 VOC 2007 trees in the real layout and a proposals CSV in the documented format: EdgeBox-style pairs mined
 by ``scn.mine`` (a 2-task array), the VOC 2007 image-level shards, ``scn.train`` and the linear-probe
-mAP of ``scn.evaluate``. Overridden: the data paths, the patch size and the backbone (its debug flavour
-without the ImageNet weights file, for speed)."""
+mAP of ``scn.evaluate``. Overridden: the data paths, the patch size, the backbone (its debug flavour
+without the ImageNet weights file, for speed) and, on the local Slurm cluster, the recipe's GPU and
+memory requests."""
 
 from pathlib import Path
 
@@ -28,18 +29,29 @@ def proposals_csv(path: Path) -> Path:
     return path
 
 
-def test_the_voc_recipe_runs_in_smoke_mode_on_the_real_layout(tmp_path):
+# what the local Slurm cluster has: no GPUs, a few GB
+SLURM_SIZES = ["executor.slurm.gpus_per_node=0", "executor.slurm.cpus_per_task=1", "executor.slurm.mem_gb=2",
+               "executor.slurm.timeout_min=20", "stages.pairs.resources.cpus_per_task=1",
+               "stages.pairs.resources.mem_gb=1", "stages.voc2007.resources.cpus_per_task=1",
+               "stages.voc2007.resources.mem_gb=1"]
+
+
+@pytest.mark.parametrize("kind", ["inline", "local", "slurm"])
+def test_the_voc_recipe_runs_in_smoke_mode_on_the_real_layout(kind, tmp_path, request):
+    if kind == "slurm":
+        request.getfixturevalue("slurm_cluster")
     voc2012 = make_voc(tmp_path / "VOCdevkit2012")
     voc2007 = make_voc(tmp_path / "VOCdevkit2007")
     (voc2007 / "ImageSets" / "Main" / "test.txt").write_text("".join(f"{i}\n" for i in VOC_SETS["val"]))
     proposals = proposals_csv(tmp_path / "edgeboxes.csv")
     cfg = load_pipeline(RECIPE, [
-        f"storage.root={tmp_path / 'runs'}", "executor.kind=inline", "smoke_steps=2",
+        f"storage.root={tmp_path / 'runs'}", f"executor.kind={kind}", "smoke_steps=2",
         f"stages.pairs.params.src={voc2012}", f"stages.pairs.params.proposals={proposals}",
         "stages.pairs.params.patch_size=32", "stages.pairs.params.max_shard_samples=4",
         "stages.pairs.params.tasks=2", "stages.pairs.params.min_size=8",
         f"stages.voc2007.params.src={voc2007}",
         "stages.train.params.weights=null", "stages.train.params.debug=true", "stages.train.params.patch_size=32",
+        *(SLURM_SIZES if kind == "slurm" else []),
     ])
     rid = runner.run_pipeline(cfg, track=False, printer=print)
     st = runner.status(rid, str(tmp_path / "runs"))
@@ -55,3 +67,6 @@ def test_the_voc_recipe_runs_in_smoke_mode_on_the_real_layout(tmp_path):
     assert 0.0 <= metrics["probe_map"] <= 1.0 and 0.0 <= metrics["probe_map_original"] <= 1.0
     report = Path(stages["evaluate"]["outputs"]["report"]["uri"]).read_text()
     assert "| Model | Test MSE | Linear probe mAP (%) |" in report
+    if kind == "slurm":
+        assert all(s["slurm_job_ids"] for s in st["stages"])
+        assert all("_" in j for j in stages["pairs"]["slurm_job_ids"])  # the mining ran as a job array
