@@ -1,6 +1,7 @@
 """The GPU check (``scripts/gpu-check.sh``): what only a GPU machine can show, in under 10 minutes.
 
-1. The BlockDrop digits demo and the DCAN street-scenes demo on CUDA, world size 1: every training
+1. Every method's demo (BlockDrop's digits, DCAN's street scenes, AdaFrame's and LiteEval's digit
+   videos, SCN's shapes) on CUDA, world size 1: every training
    stage's parameters and batches are on the GPU (checked inside the Trainer), and the demos finish.
 2. With two or more GPUs: the pretrain stage as 2 local ranks over NCCL (DDP with device_ids).
 3. Resume after SIGTERM mid-epoch gives the same sha256 of every output as an uninterrupted run.
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -29,12 +31,30 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "pipelines" / "blockdrop-demo.yaml"
 DCAN_DEMO = REPO / "pipelines" / "dcan-demo.yaml"
+#: the other methods' demos, checked the same way
+OTHER_DEMOS = [REPO / "pipelines" / name for name in ("adaframe-demo.yaml", "liteeval-demo.yaml", "scn-shapes.yaml")]
 
 
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise SystemExit(f"gpu-check FAILED: {message}")
     print(f"gpu-check ok: {message}", flush=True)
+
+
+def first_tensor(batch):
+    """The first tensor of a batch: a tensor, or one inside tuples, lists, dicts or dataclass fields."""
+    if torch.is_tensor(batch):
+        return batch
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        batch = [getattr(batch, f.name) for f in dataclasses.fields(batch)]
+    elif isinstance(batch, dict):
+        batch = list(batch.values())
+    if isinstance(batch, (list, tuple)):
+        for item in batch:
+            found = first_tensor(item)
+            if found is not None:
+                return found
+    return None
 
 
 class DeviceProbe:
@@ -51,9 +71,9 @@ class DeviceProbe:
             from frugalcv.workflows.engine.device import to_device
 
             moved = to_device(batch, self.device) if self.device is not None else batch
-            tensors = [t for t in (moved if isinstance(moved, (list, tuple)) else [moved]) if torch.is_tensor(t)]
+            tensor = first_tensor(moved)
             params = [p for group in self.update.param_groups for p in group["params"]]
-            probe.seen.add((str(tensors[0].device.type) if tensors else "none", str(params[0].device.type)))
+            probe.seen.add((str(tensor.device.type) if tensor is not None else "none", str(params[0].device.type)))
             return probe.original(self, batch)
 
         trainer.Trainer.run_step = run_step
@@ -158,6 +178,8 @@ def main() -> int:
         root = Path(tmp)
         demo_on_device(root / "demo", small)
         demo_on_device(root / "dcan", small, DCAN_DEMO)
+        for pipeline in OTHER_DEMOS:
+            demo_on_device(root / pipeline.stem, small, pipeline)
         if torch.cuda.device_count() >= 2:
             two_rank_nccl(root / "nccl")
         else:
