@@ -9,9 +9,9 @@ import os
 
 import torch
 
+from frugalcv.errors import ConfigError
 from frugalcv.workflows import kit
 from frugalcv.workflows.scn import model_file, report
-from frugalcv.errors import ConfigError
 from frugalcv.workflows.scn.data import image_stream, pair_stream
 from frugalcv.workflows.scn.params import EvaluateParams
 from frugalcv.workflows.scn.probe import image_features, labelled_features, probe_accuracy, probe_map
