@@ -66,6 +66,12 @@ class Manifest:
         d["num_samples"] = self.num_samples
         return json.dumps(d, indent=1, sort_keys=True) + "\n"
 
+    def changed_shards(self) -> list[str]:
+        """The shards that are gone from the manifest's folder or whose size is not the recorded one
+        (one listing of the folder; the bytes are not read)."""
+        sizes = storage.file_sizes(self.location)
+        return [s.url for s in self.shards if sizes.get(s.url) != s.bytes]
+
     def digest(self) -> str:
         """sha256 of the canonical manifest: the dataset's identity in lineage."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()

@@ -255,6 +255,21 @@ def size(url: str) -> int:
     return with_retries(lambda: fs.size(path), url)
 
 
+def file_sizes(url: str) -> dict[str, int]:
+    """``{name: bytes}`` of the files directly in the folder ``url`` (one listing; empty when it is missing)."""
+    fs, path = url_to_fs(url)
+    fs.invalidate_cache(path)
+
+    def listing():
+        try:
+            return fs.ls(path, detail=True)
+        except FileNotFoundError:
+            return []
+
+    return {e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0)
+            for e in with_retries(listing, url) if e.get("type") == "file"}
+
+
 def remove(url: str, recursive: bool = False) -> None:
     fs, path = url_to_fs(url)
     if fs.exists(path):

@@ -104,8 +104,27 @@ def existing_manifest(out: str, params: dict) -> Manifest | None:
             f"{storage.redact(out)}: a complete dataset with other settings is already there "
             f"({m.writer.get('params')}); choose another destination or delete it"
         )
+    changed = m.changed_shards()
+    if changed:
+        _reopen(out, m, params, set(changed))
+        return None
     log.info("%s: already complete (%d samples), nothing to do", storage.redact(out), m.num_samples)
     return m
+
+
+def _reopen(out: str, m: Manifest, params: dict, changed: set[str]) -> None:
+    """Turn a complete dataset with missing or changed shards back into an interrupted conversion:
+    progress records for the shards still intact, then the manifest removed, so the next write
+    redoes only what is gone."""
+    shown = ", ".join(sorted(changed)[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+    log.warning("%s: %d of %d shards are missing or changed size (%s); writing them again",
+                storage.redact(out), len(changed), len(m.shards), shown)
+    storage.write_bytes_atomic(storage.join(out, PROGRESS_DIR, "params.json"), json.dumps(params).encode())
+    for info in m.shards:
+        if info.url not in changed:
+            record = {"shard": dict(info.__dict__)}
+            storage.write_bytes_atomic(storage.join(out, PROGRESS_DIR, f"{info.url}.json"), json.dumps(record).encode())
+    storage.remove(storage.join(out, MANIFEST_NAME))
 
 
 def _params(source: Source, max_bytes: int, max_samples: int | None) -> dict:

@@ -11,7 +11,7 @@ import torch
 from synthetic import synthetic_image  # noqa: F401  (registers the synthetic-test kind)
 
 from frugalcv.errors import FrugalError
-from frugalcv.sharding import ShardLoader, iter_samples, summary, verify, write_shards
+from frugalcv.sharding import ShardLoader, iter_samples, storage, summary, verify, write_shards
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +45,17 @@ def test_shard_verify_and_train_from_s3(s3_bucket, caplog):
         seen += n
     assert counts == [22, 22] and torch.isfinite(loss)
     assert "testing-secret-xyz" not in caplog.text
+
+
+def test_a_shard_deleted_on_s3_is_noticed_and_written_again(s3_bucket):
+    url = f"s3://{s3_bucket}/datasets/gap"
+    m = write_shards("synthetic-test", "20", url, split="train", max_shard_samples=6, progress=False)["train"]
+    assert m.changed_shards() == []
+    storage.remove(f"{url}/train/train-000002.tar")
+    assert m.changed_shards() == ["train-000002.tar"]
+    again = write_shards("synthetic-test", "20", url, split="train", max_shard_samples=6, progress=False)["train"]
+    assert again.digest() == m.digest() and again.changed_shards() == []
+    assert verify(f"{url}/train").ok
 
 
 def test_cli_against_s3_and_no_credentials_in_output(s3_bucket):

@@ -164,6 +164,16 @@ def test_cache_miss_when_outputs_are_gone_or_changed(tmp_path):
     assert store.cache_lookup("e" * 64) is None
 
 
+def test_cache_miss_when_a_shard_of_a_dataset_output_is_gone(tmp_path):
+    write_shards("synthetic-test", "12", str(tmp_path / "ds"), split="train", max_shard_samples=5, progress=False)
+    store = RunStore(str(tmp_path / "root"), "20260101-000000-aaaa")
+    store.update("shard", state="running", fingerprint="d" * 64)
+    store.update("shard", state="finished", outputs={"train": output_ref(str(tmp_path / "ds" / "train"))})
+    assert store.cache_lookup("d" * 64) is not None
+    (tmp_path / "ds" / "train" / "train-000001.tar").unlink()
+    assert store.cache_lookup("d" * 64) is None
+
+
 def test_records_round_trip_with_states_jobs_and_error_tail(tmp_path):
     store = RunStore(str(tmp_path / "root"), "20260101-000000-aaaa")
     store.update("pretrain", state="running", fingerprint="ab", mlflow_run_id="m1")

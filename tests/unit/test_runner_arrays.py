@@ -41,6 +41,19 @@ def test_shard_stage_as_array_tasks_gives_the_same_dataset(tmp_path):
     assert "shards 2..3: 2 written" in read(os.path.join(folder, "logs", "data.task1.log"))
 
 
+def test_a_rerun_rewrites_a_deleted_shard_of_a_finished_dataset(tmp_path):
+    cfg = shard_pipeline(tmp_path, 3)
+    first = runner.status(runner.run_pipeline(cfg, "inline", track=False), str(tmp_path))["stages"][0]
+    shard = tmp_path / "data3" / "train" / "train-000004.tar"
+    before = shard.read_bytes()
+    again = runner.status(runner.run_pipeline(cfg, "inline", track=False), str(tmp_path))["stages"][0]
+    assert again["state"] == "cached"
+    shard.unlink()
+    repaired = runner.status(runner.run_pipeline(cfg, "inline", track=False), str(tmp_path))["stages"][0]
+    assert repaired["state"] == "finished" and shard.read_bytes() == before
+    assert repaired["outputs"]["train"]["sha256"] == first["outputs"]["train"]["sha256"]
+
+
 def test_shard_tasks_param_is_checked(tmp_path):
     cfg = shard_pipeline(tmp_path, 2)
     cfg.stages[0].params.pop("max_shard_samples")

@@ -91,6 +91,19 @@ def test_rerun_writes_only_the_missing_shards(tmp_path):
     assert Counting.calls == []
 
 
+def test_a_shard_gone_after_the_manifest_is_written_again_by_its_task_alone(tmp_path):
+    for t in range(3):
+        write_split_task(Counting("30", "train"), str(tmp_path), t, 3, max_shard_samples=4)
+    finish_split(Counting("30", "train"), str(tmp_path), max_shard_samples=4)
+    before = _digests(tmp_path)
+    (tmp_path / "train-000006.tar").unlink()
+    Counting.calls = []
+    reports = [write_split_task(Counting("30", "train"), str(tmp_path), t, 3, max_shard_samples=4) for t in range(3)]
+    assert sorted(Counting.calls) == [24, 25, 26, 27] and [r.written for r in reports] == [0, 0, 1]
+    m = finish_split(Counting("30", "train"), str(tmp_path), max_shard_samples=4)
+    assert _digests(tmp_path) == before and m.num_samples == 30
+
+
 def test_single_process_resume_continues_from_task_shards(tmp_path):
     write_split_task(SyntheticSource("20", "train"), str(tmp_path / "out"), 0, 2, max_shard_samples=5)
     write_split(SyntheticSource("20", "train"), str(tmp_path / "out"), max_shard_samples=5, progress=False)

@@ -76,6 +76,22 @@ def test_interrupted_conversion_resumes_after_last_complete_shard(tmp_path):
     assert Flaky.calls == []
 
 
+def test_a_complete_dataset_with_a_shard_gone_writes_it_again(tmp_path, caplog):
+    out = tmp_path / "out"
+    write_split(SyntheticSource("37", "train"), str(out), max_shard_samples=5, progress=False)
+    before = _digests(out)
+    manifest = (out / "manifest.json").read_bytes()
+    (out / "train-000004.tar").unlink()
+    (out / "train-000006.tar").write_bytes(b"cut short")
+    Flaky.fail_at, Flaky.calls = None, []
+    with caplog.at_level("WARNING"):
+        m = write_split(Flaky("37", "train"), str(out), max_shard_samples=5, progress=False)
+    assert "2 of 8 shards are missing or changed size (train-000004.tar, train-000006.tar)" in caplog.text
+    assert Flaky.calls[0] == 20  # shards 0..3 were intact and kept
+    assert _digests(out) == before and (out / "manifest.json").read_bytes() == manifest
+    assert m.num_samples == 37 and not (out / "_progress").exists()
+
+
 def test_rerun_with_other_settings_is_refused(tmp_path):
     write_shards("synthetic-test", "12", str(tmp_path), split="train", max_shard_samples=5, progress=False)
     with pytest.raises(FrugalError, match="other settings"):

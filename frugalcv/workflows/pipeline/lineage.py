@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import frugalcv
-from frugalcv.errors import FrugalError
+from frugalcv.errors import FrugalError, ShardError
 from frugalcv.sharding import storage
 from frugalcv.sharding.manifest import MANIFEST_NAME, load_manifest, manifest_location
 from frugalcv.workflows.pipeline.config import REFERENCE, PipelineConfig, config_hash
@@ -116,6 +116,19 @@ def output_ref(url: str) -> dict[str, str]:
     if fs.exists(path.rstrip("/") + "/" + MANIFEST_NAME):
         return {"uri": url, "sha256": load_manifest(url).digest()}
     return {"uri": url, "sha256": tree_sha256(url)}
+
+
+def output_intact(url: str) -> bool:
+    """The output is still there; for a shard dataset, every shard too, at its recorded size."""
+    if not storage.exists(url):
+        return False
+    fs, path = storage.url_to_fs(url)
+    if not (fs.isdir(path) and fs.exists(path.rstrip("/") + "/" + MANIFEST_NAME)):
+        return True
+    try:
+        return not load_manifest(url).changed_shards()
+    except ShardError:
+        return False
 
 
 @functools.lru_cache(maxsize=1)
@@ -313,7 +326,7 @@ class RunStore:
         except FileNotFoundError:
             return None
         for out in rec.outputs.values():
-            if not storage.exists(out["uri"]):
+            if not output_intact(out["uri"]):
                 return None
             if verify and output_ref(out["uri"])["sha256"] != out["sha256"]:
                 return None
