@@ -105,7 +105,7 @@ class _WorkerFailure:
 class _EpochStream(IterableDataset):
     """One rank's batches of one epoch; split across DataLoader workers by batch index."""
 
-    def __init__(self, urls, firsts, ids, batches, transform, collate, on_error, max_skipped, seed_base=None,
+    def __init__(self, urls, firsts, ids, batches, transform, collate, on_error, max_skipped, *, seed_base=None,
                  sample_bytes=None, cache_bytes: int = 32 << 20, window_shards: int = 8,
                  digests=None, shard_bytes=None):
         self.urls, self.firsts, self.ids, self.batches = urls, firsts, ids, batches
@@ -198,6 +198,37 @@ class _EpochStream(IterableDataset):
             f.finish()
 
 
+def _epoch_plan(sizes, seed: int, epoch: int, window_shards: int, shuffle: bool, position: int, rank: int,
+                world_size: int, batch_size: int, drop_last: bool):
+    """(sample ids, batch slices) of one rank for the rest of an epoch from ``position``."""
+    order = epoch_order(sizes, seed, epoch, window_shards, shuffle)
+    pos = rank_positions(len(order), position, rank, world_size)
+    return order[pos], batch_slices(len(pos), batch_size, drop_last)
+
+
+def _workers_alive(dl: DataLoader) -> bool:
+    """Every worker process of a persistent DataLoader is still running."""
+    it = getattr(dl, "_iterator", None)
+    return it is not None and all(w.is_alive() for w in getattr(it, "_workers", ()))
+
+
+class _PersistentStream(_EpochStream):
+    """The stream of persistent workers: each epoch it reads (epoch, position) from shared memory,
+    which the training process sets before it starts the epoch, and plans that epoch itself."""
+
+    def __init__(self, sizes, plan_args: dict, cursor: torch.Tensor, **kwargs):
+        super().__init__(ids=None, batches=None, **kwargs)
+        self.sizes, self.plan_args, self.cursor = sizes, plan_args, cursor
+
+    def __iter__(self):
+        epoch, start = (int(v) for v in self.cursor.tolist())
+        a = self.plan_args
+        self.ids, self.batches = _epoch_plan(self.sizes, a["seed"], epoch, a["window_shards"], a["shuffle"], start,
+                                             a["rank"], a["world_size"], a["batch_size"], a["drop_last"])
+        self.seed_base = (a["seed"], epoch, start, a["rank"], a["world_size"])
+        yield from super().__iter__()
+
+
 class ShardLoader:
     """Batches of one rank for training; iterate once per epoch.
 
@@ -214,6 +245,8 @@ class ShardLoader:
             dataset; raise it on object stores, where each pass is another ranged read.
         check_sha256: hash each shard as it is read and raise ShardError naming it when it does
             not match the manifest (each worker checks a shard on its last pass over it).
+        persistent_workers: keep the worker processes from one epoch to the next (they plan each
+            epoch themselves from the cursor), instead of starting them again every epoch.
     """
 
     def __init__(
@@ -237,6 +270,7 @@ class ShardLoader:
         prefetch_factor: int = 4,
         pin_memory: bool = False,
         check_sha256: bool = True,
+        persistent_workers: bool = True,
     ):
         if on_error not in ("raise", "skip"):
             raise FrugalError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -260,6 +294,9 @@ class ShardLoader:
         self._digests = [s.sha256 for s in self.manifest.shards] if check_sha256 else None
         self._shard_bytes = [s.bytes for s in self.manifest.shards]
         self.epoch, self.position = epoch, 0
+        self.persistent_workers = persistent_workers
+        #: the persistent workers' DataLoader, the settings it was made for, and the shared cursor
+        self._workers: tuple[DataLoader, tuple, torch.Tensor] | None = None
 
     @property
     def num_samples(self) -> int:
@@ -270,10 +307,54 @@ class ShardLoader:
         if epoch != self.epoch:
             self.epoch, self.position = epoch, 0
 
+    def _plan_args(self) -> dict:
+        return {"seed": self.seed, "window_shards": self.window_shards, "shuffle": self.shuffle, "rank": self.rank,
+                "world_size": self.world_size, "batch_size": self.batch_size, "drop_last": self.drop_last}
+
     def _plan(self):
-        order = epoch_order(self._sizes, self.seed, self.epoch, self.window_shards, self.shuffle)
-        pos = rank_positions(len(order), self.position, self.rank, self.world_size)
-        return order[pos], batch_slices(len(pos), self.batch_size, self.drop_last)
+        return _epoch_plan(self._sizes, epoch=self.epoch, position=self.position, **self._plan_args())
+
+    def _stream_args(self) -> dict:
+        return dict(urls=self._urls, firsts=self._firsts, transform=self.transform, collate=self.collate,
+                    on_error=self.on_error, max_skipped=self.max_skipped, sample_bytes=self._sample_bytes,
+                    cache_bytes=self.cache_bytes, window_shards=self.window_shards, digests=self._digests,
+                    shard_bytes=self._shard_bytes)
+
+    def _data_loader(self, stream: IterableDataset, persistent: bool) -> DataLoader:
+        return DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=self.num_workers,
+            prefetch_factor=self.prefetch_factor,
+            pin_memory=self.pin_memory,
+            persistent_workers=persistent,
+            # worker seeds from (seed, epoch, rank), not from the global torch RNG
+            generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1009 + self.rank),
+            worker_init_fn=_ignore_stop_signals,
+        )
+
+    def _persistent_iter(self, start: int):
+        """This epoch's iterator over the persistent workers, started (again) when the settings changed."""
+        settings = (tuple(sorted(self._plan_args().items())), self.transform, self.collate, self.num_workers,
+                    self.pin_memory, self.prefetch_factor, self.on_error, self.max_skipped, self.cache_bytes)
+        if self._workers is not None and (self._workers[1] != settings or not _workers_alive(self._workers[0])):
+            self.close()
+        if self._workers is None:
+            cursor = torch.zeros(2, dtype=torch.int64).share_memory_()
+            stream = _PersistentStream(self._sizes, self._plan_args(), cursor, **self._stream_args())
+            self._workers = (self._data_loader(stream, persistent=True), settings, cursor)
+        dl, _, cursor = self._workers
+        cursor[0], cursor[1] = self.epoch, start  # read by the workers when the epoch starts
+        return iter(dl)
+
+    def close(self) -> None:
+        """Stop the persistent workers (the next epoch starts new ones)."""
+        if self._workers is not None:
+            it = getattr(self._workers[0], "_iterator", None)
+            if it is not None:
+                with contextlib.suppress(Exception):
+                    it._shutdown_workers()
+            self._workers = None
 
     def __len__(self) -> int:
         return len(self._plan()[1])
@@ -282,33 +363,23 @@ class ShardLoader:
         return len(self._plan()[0])
 
     def __iter__(self) -> Iterator:
-        ids, batches = self._plan()
         start = self.position
-        stream = _EpochStream(
-            self._urls, self._firsts, ids, batches, self.transform, self.collate, self.on_error, self.max_skipped,
-            seed_base=(self.seed, self.epoch, start, self.rank, self.world_size),
-            sample_bytes=self._sample_bytes, cache_bytes=self.cache_bytes, window_shards=self.window_shards,
-            digests=self._digests, shard_bytes=self._shard_bytes,
-        )
-        if self.num_workers > 0:
-            it = iter(
-                DataLoader(
-                    stream,
-                    batch_size=None,
-                    num_workers=self.num_workers,
-                    prefetch_factor=self.prefetch_factor,
-                    pin_memory=self.pin_memory,
-                    # worker seeds from (seed, epoch, rank), not from the global torch RNG
-                    generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1009 + self.rank),
-                    worker_init_fn=_ignore_stop_signals,
-                )
-            )
+        if self.num_workers > 0 and self.persistent_workers:
+            it = self._persistent_iter(start)
             _LIVE_ITERATORS.add(it)
         else:
-            it = iter(stream)
+            ids, batches = self._plan()
+            stream = _EpochStream(ids=ids, batches=batches, seed_base=(self.seed, self.epoch, start, self.rank,
+                                                                       self.world_size), **self._stream_args())
+            if self.num_workers > 0:
+                it = iter(self._data_loader(stream, persistent=False))
+                _LIVE_ITERATORS.add(it)
+            else:
+                it = iter(stream)
         for consumed, batch in it:
             if isinstance(batch, _WorkerFailure):
                 it._shutdown_workers()  # now: the raised error's traceback keeps the iterator alive
+                self._workers = None
                 batch.raise_it()
             self.position = start + int(consumed) * self.world_size
             if batch is not None:

@@ -95,6 +95,40 @@ def test_transform_runs_in_workers(dataset):
     assert batch["x"].shape == (5, 8, 8, 3) and str(batch["x"].dtype) == "torch.float32"
 
 
+def _with_pid(s):
+    import os
+
+    return {"key": s["key"], "pid": os.getpid()}
+
+
+def test_persistent_workers_serve_every_epoch_in_the_order_of_fresh_ones(dataset):
+    kept = ShardLoader(dataset, 4, num_workers=2, seed=3, transform=_with_pid)
+    fresh = ShardLoader(dataset, 4, num_workers=2, seed=3, transform=_with_pid, persistent_workers=False)
+    pids = []
+    for epoch in range(3):
+        batches = list(kept)
+        assert [k for b in batches for k in _keys(b)] == [k for b in fresh for k in _keys(b)]
+        assert kept.state_dict()["epoch"] == fresh.state_dict()["epoch"] == epoch + 1
+        pids.append({int(p) for b in batches for p in b["pid"]})
+    assert len(pids[0]) == 2 and pids[0] == pids[1] == pids[2]  # the same two processes every epoch
+    kept.close()
+
+
+def test_persistent_workers_after_a_break_and_a_resume_give_the_rest(dataset):
+    full = run_epoch(dataset, 1, 0)[0]
+    loader = ShardLoader(dataset, 4, num_workers=2, seed=3)
+    it = iter(loader)
+    seen = [k for _ in range(3) for k in _keys(next(it))]  # stopped after three steps
+    state = loader.state_dict()
+    loader.load_state_dict(state)
+    rest = [k for b in loader for k in _keys(b)]
+    assert seen + rest == full
+    assert [k for b in loader for k in _keys(b)] == run_epoch(dataset, 1, 0, epoch=1)[0]
+    loader.seed = 4  # another order: new workers, planned for it
+    loader.set_epoch(0)
+    assert [k for b in loader for k in _keys(b)] == run_epoch(dataset, 1, 0, seed=4)[0]
+
+
 def restamp_manifest(folder):
     """Record the shards' current sha256 in the manifest."""
     import hashlib

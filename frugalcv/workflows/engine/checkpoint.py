@@ -210,6 +210,10 @@ class LoaderEpochs:
     def load_state_dict(self, state: dict) -> None:
         self.loader.load_state_dict(state)
 
+    def close(self) -> None:
+        """Stop the loader's workers (a later epoch starts new ones)."""
+        self.loader.close()
+
 
 def resume_latest(directory: str, trainer: Trainer, model: torch.nn.Module, *, loader=None, engine=None,
                   scheduler=None) -> str | None:

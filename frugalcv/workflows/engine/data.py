@@ -113,7 +113,8 @@ def stream(ctx, url: str, batch_size: int, transform: Callable[[dict], object] |
         per_rank = min(per_rank, SMOKE_BATCH)
     loader = ShardLoader(url, per_rank, rank=ctx.rank if train else 0, world_size=world,
                          num_workers=ctx.num_workers, seed=int(ctx.param("seed", 0)) + seed_offset, shuffle=train,
-                         transform=transform, pin_memory=str(ctx.device).startswith("cuda"))
+                         transform=transform, pin_memory=str(ctx.device).startswith("cuda"),
+                         persistent_workers=train)  # evaluation's workers would idle between its passes
     if not train:
         return EvalStream(loader, ctx.smoke_steps, batch_transform, ctx.device)
     # full batches only (BatchNorm and equal steps), unless a rank's share is smaller than one
@@ -171,6 +172,10 @@ class PairedStream:
     def load_state_dict(self, state: dict) -> None:
         self.main.load_state_dict(state["main"])
         self.other.load_state_dict(state["other"])
+
+    def close(self) -> None:
+        self.main.close()
+        self.other.close()
 
 
 def pair(main: TrainStream, other: TrainStream) -> PairedStream:

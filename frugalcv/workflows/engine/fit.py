@@ -128,7 +128,12 @@ def fit(ctx, task, update, data, *, state: nn.Module, epochs: int | None = None,
         ctx.printer(f"{log_prefix}training on {ctx.device} ({ctx.world_size} rank(s), {backend}, {precision}, "
                     f"{getattr(getattr(data, 'loader', None), 'num_workers', 0)} loader workers, "
                     f"{ctx.cpus} CPU(s) a rank)")
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        close = getattr(data, "close", None)
+        if close is not None:
+            close()  # the loader's workers end with the training, stopped or not
     return trainer
 
 
