@@ -17,10 +17,12 @@ random pixels, ``--jpeg-size`` / ``--rss-jpeg-size`` pixels square) and shard th
    - memory: ``Trainer`` with the same task, update and LR-schedule hook over a list of the very
      same batches, decoded and transformed up front (the same stream read once without workers).
 
-   A round is one epoch (``--images // --batch`` steps) of one variant, timed from the call to
-   its end (so the streaming side pays its workers' start-up each epoch, as the stage does).
-   One warm-up round of each, then ``--rounds`` rounds of each, alternating which goes first;
-   each side keeps training its own model copy. Reported: the median images/s of each and the
+   The streaming side is one ``kit.fit`` over ``--rounds + 1`` epochs, as the stage runs its
+   epochs (its loader's workers live across them); a round is one epoch (``--images // --batch``
+   steps) of each side: the streaming epoch, timed from its ``before_epoch`` to its
+   ``after_epoch``, then, from that hook (the loader's workers idle in between), one epoch of
+   the memory side, timed from its call to its end. Round 0 warms up (it pays the workers'
+   start-up, once a stage) and is not counted; each side keeps training its own model copy. Reported: the median images/s of each and the
    ratio of the medians. Torch's threads are set as the stage entry sets them: one per CPU this
    process may use (``--cpus N`` restricts the benchmark and its children to N of them). On a
    shared machine compare the ratio, not the absolute figures.
@@ -147,27 +149,35 @@ def throughput(args, root: Path) -> dict:
         task = ClassificationTask(model, p.label_smoothing, p.drop_path, p.drop_path_rule)
         sides[name] = (net, task, update, lr_schedule(optimizer, p, steps))
 
-    def run(name: str) -> float:
-        net, task, update, schedule = sides[name]
-        hooks = [kit.LRScheduleHook(schedule)]
+    rates: dict[str, list[float]] = {"streaming": [], "memory": []}
+
+    def memory_epoch() -> float:
+        net, task, update, schedule = sides["memory"]
+        trainer = Trainer(task, update, batches, [kit.LRScheduleHook(schedule)], epochs=1, device=ctx.device)
         start = time.perf_counter()
-        if name == "streaming":
-            kit.fit(ctx, task, update, data, epochs=1, state=net, hooks=hooks, log_every=p.log_every,
-                    log_prefix="streaming ")
-        else:
-            Trainer(task, update, batches, hooks, epochs=1, device=ctx.device).train()
+        trainer.train()
         return steps * p.batch_size / (time.perf_counter() - start)
+
+    class Rounds(kit.HookBase):
+        """Times each streaming epoch, then runs and times one memory epoch between epochs."""
+
+        def before_epoch(self):
+            self.start = time.perf_counter()
+
+        def after_epoch(self):
+            measured = {"streaming": steps * p.batch_size / (time.perf_counter() - self.start),
+                        "memory": memory_epoch()}
+            r = self.trainer.epoch - 1
+            log(f"{'warm-up' if r == 0 else f'round {r}'}: " + ", ".join(f"{k} {v:.1f} img/s" for k, v in measured.items()))
+            if r:
+                for name, rate in measured.items():
+                    rates[name].append(rate)
 
     log(f"throughput: {p.model}{' (debug)' if p.debug else ''} at {p.image_size}px, batch {p.batch_size}, "
         f"{steps} steps per epoch, {args.workers} workers, {torch.get_num_threads()} threads")
-    rates: dict[str, list[float]] = {"streaming": [], "memory": []}
-    for r in range(args.rounds + 1):  # round 0 warms up
-        order = ("streaming", "memory") if r % 2 == 0 else ("memory", "streaming")
-        measured = {name: run(name) for name in order}
-        log(f"{'warm-up' if r == 0 else f'round {r}'}: " + ", ".join(f"{k} {v:.1f} img/s" for k, v in measured.items()))
-        if r:
-            for name, rate in measured.items():
-                rates[name].append(rate)
+    net, task, update, schedule = sides["streaming"]
+    kit.fit(ctx, task, update, data, epochs=args.rounds + 1, state=net, hooks=[kit.LRScheduleHook(schedule), Rounds()],
+            log_every=p.log_every, log_prefix="streaming ")
     stream_rate, memory_rate = (statistics.median(rates[k]) for k in ("streaming", "memory"))
     per_round = [s / m for s, m in zip(rates["streaming"], rates["memory"], strict=True)]
     return {"streaming_over_memory": round(stream_rate / memory_rate, 4),

@@ -347,6 +347,12 @@ class ShardLoader:
         cursor[0], cursor[1] = self.epoch, start  # read by the workers when the epoch starts
         return iter(dl)
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """The process ids of the persistent workers now running (empty before the first epoch)."""
+        it = getattr(self._workers[0], "_iterator", None) if self._workers is not None else None
+        return [w.pid for w in getattr(it, "_workers", ()) if w.is_alive()]
+
     def close(self) -> None:
         """Stop the persistent workers (the next epoch starts new ones)."""
         if self._workers is not None:

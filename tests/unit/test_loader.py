@@ -111,7 +111,9 @@ def test_persistent_workers_serve_every_epoch_in_the_order_of_fresh_ones(dataset
         assert kept.state_dict()["epoch"] == fresh.state_dict()["epoch"] == epoch + 1
         pids.append({int(p) for b in batches for p in b["pid"]})
     assert len(pids[0]) == 2 and pids[0] == pids[1] == pids[2]  # the same two processes every epoch
+    assert set(kept.worker_pids) == pids[0]
     kept.close()
+    assert kept.worker_pids == []
 
 
 def test_persistent_workers_after_a_break_and_a_resume_give_the_rest(dataset):

@@ -133,7 +133,7 @@ def fit(ctx, task, update, data, *, state: nn.Module, epochs: int | None = None,
     finally:
         close = getattr(data, "close", None)
         if close is not None:
-            close()  # the loader's workers end with the training, stopped or not
+            close()  # the loader's workers end with the training, not whenever the Trainer is collected
     return trainer
 
 
