@@ -177,6 +177,7 @@ def frugalcv_iter(url: str, seed: int, check_sha256: bool = True) -> Callable[[]
         shuffle=True,
         prefetch_factor=PREFETCH,
         check_sha256=check_sha256,
+        persistent_workers=False,  # every reader here starts its workers for each pass
     )
     return lambda: iter(loader)
 
