@@ -7,6 +7,7 @@ Clients find the cluster through ``SLURM_CONF`` (see :func:`cluster_env`).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from frugalcv.errors import FrugalError
@@ -152,10 +154,27 @@ def _node_states(root: Path) -> dict[str, str]:
     return dict(line.split(None, 1) for line in p.stdout.splitlines() if line.strip())
 
 
-def _write_hosts(text: str) -> None:
-    # in place, not by rename: /etc/hosts is often a bind mount in containers
-    with open(HOSTS, "w") as f:
-        f.write(text)
+def _edit_hosts(change: Callable[[str], str]) -> tuple[str, str]:
+    """Rewrite /etc/hosts as ``change(text)``; returns (old, new) text.
+
+    Under an exclusive lock on the file, so clusters started or stopped at the same time never
+    read a half-written file (and lose lines such as ``localhost``); in place, not by rename
+    (/etc/hosts is often a bind mount in containers), overwriting before truncating, so the
+    file is never empty."""
+    with open(HOSTS, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            old = f.read()
+            new = change(old)
+            if new != old:
+                f.seek(0)
+                f.write(new)
+                f.truncate()
+                f.flush()
+                os.fsync(f.fileno())
+            return old, new
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def cluster_up(
@@ -195,10 +214,8 @@ def cluster_up(
     conf = conf_path(root)
     conf.write_text(render_conf(spec))
 
-    original_hosts = HOSTS.read_text()
+    original_hosts, new_hosts = _edit_hosts(lambda text: hosts_with_nodes(text, spec.node_names, str(root)))
     (root / "hosts.orig").write_text(original_hosts)
-    new_hosts = hosts_with_nodes(original_hosts, spec.node_names, str(root))
-    _write_hosts(new_hosts)
     state = {
         "root": str(root),
         "nodes": spec.node_names,
@@ -336,14 +353,14 @@ def cluster_down(root: str | os.PathLike | None = None, timeout: float = 30) -> 
 
 
 def _restore_hosts(root: Path, state: dict) -> None:
-    current = HOSTS.read_text()
     orig = root / "hosts.orig"
-    if orig.exists() and current == state.get("hosts_written"):
-        _write_hosts(orig.read_text())  # untouched since we wrote it: restore byte for byte
-    else:
-        cleaned = hosts_without_nodes(current, str(root))
-        if cleaned != current:
-            _write_hosts(cleaned)
+
+    def restored(current: str) -> str:
+        if orig.exists() and current == state.get("hosts_written"):
+            return orig.read_text()  # untouched since we wrote it: restore byte for byte
+        return hosts_without_nodes(current, str(root))
+
+    _edit_hosts(restored)
     orig.unlink(missing_ok=True)
 
 

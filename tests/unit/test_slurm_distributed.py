@@ -59,12 +59,17 @@ def _child(env, queue):
 def _run_ranks(envs):
     ctx = mp.get_context("fork")  # no re-import of torch: fast
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_child, args=(env, queue)) for env in envs]
+    # daemons: a rank that hangs is killed at exit instead of holding the test process for ever
+    procs = [ctx.Process(target=_child, args=(env, queue), daemon=True) for env in envs]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(30)
+    try:
+        results = [queue.get(timeout=60) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
     return sorted(results, key=lambda r: r["rank"] if isinstance(r, dict) else -1)
 
 
