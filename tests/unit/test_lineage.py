@@ -56,6 +56,14 @@ def test_run_ids_sort_by_time_and_latest_run(tmp_path):
     assert latest_run(str(tmp_path)) == b
 
 
+def test_latest_run_orders_runs_of_the_same_second_by_their_creation_time(tmp_path):
+    stamp = new_run_id(now=1_700_000_000)[:15]
+    older, newer = f"{stamp}-ffff", f"{stamp}-0000"  # the newer one sorts first by name
+    for rid, created in ((older, 1_700_000_000.2), (newer, 1_700_000_000.7)):
+        RunStore(str(tmp_path), rid).update_meta(run_id=rid, created=created)
+    assert latest_run(str(tmp_path)) == newer
+
+
 def test_file_sha256_streams_any_url(tmp_path):
     data = b"x" * (9 << 20) + b"tail"
     (tmp_path / "f.bin").write_bytes(data)

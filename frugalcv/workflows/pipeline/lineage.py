@@ -70,7 +70,15 @@ def latest_run(root: str) -> str | None:
     except FileNotFoundError:
         return None
     ids = sorted(n for n in names if RUN_ID.fullmatch(n))
-    return ids[-1] if ids else None
+    if not ids:
+        return None
+    # ids carry whole seconds: runs begun within the newest second are ordered by the time
+    # their run.json records (a folder without one yet counts as the oldest)
+    stamp = ids[-1][:15]
+    same = [i for i in ids if i[:15] == stamp]
+    if len(same) == 1:
+        return same[0]
+    return max(same, key=lambda i: (float(RunStore(root, i).read_meta().get("created") or 0.0), i))
 
 
 # ------------------------------------------------------------------------------------ digests
