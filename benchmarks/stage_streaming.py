@@ -23,7 +23,9 @@ random pixels, ``--jpeg-size`` / ``--rss-jpeg-size`` pixels square) and shard th
    ``after_epoch``, then, from that hook (the loader's workers idle in between), one epoch of
    the memory side, timed from its call to its end. Round 0 warms up (it pays the workers'
    start-up, once a stage) and is not counted; each side keeps training its own model copy. Reported: the median images/s of each and the
-   ratio of the medians. Torch's threads are set as the stage entry sets them: one per CPU this
+   ratio of the medians, and ``worker_cpu_s_during_memory``, the most CPU seconds the idle
+   workers used during one measured memory epoch (near 0: the memory side had the machine to
+   itself). Torch's threads are set as the stage entry sets them: one per CPU this
    process may use (``--cpus N`` restricts the benchmark and its children to N of them). On a
    shared machine compare the ratio, not the absolute figures.
 
@@ -150,6 +152,7 @@ def throughput(args, root: Path) -> dict:
         sides[name] = (net, task, update, lr_schedule(optimizer, p, steps))
 
     rates: dict[str, list[float]] = {"streaming": [], "memory": []}
+    idle_cpu: list[float] = []  # CPU seconds the loader's workers used during each memory epoch
 
     def memory_epoch() -> float:
         net, task, update, schedule = sides["memory"]
@@ -165,8 +168,11 @@ def throughput(args, root: Path) -> dict:
             self.start = time.perf_counter()
 
         def after_epoch(self):
-            measured = {"streaming": steps * p.batch_size / (time.perf_counter() - self.start),
-                        "memory": memory_epoch()}
+            streaming = steps * p.batch_size / (time.perf_counter() - self.start)
+            workers = data.loader.worker_pids
+            before = sum(_cpu_s(pid) for pid in workers)
+            measured = {"streaming": streaming, "memory": memory_epoch()}
+            idle_cpu.append(sum(_cpu_s(pid) for pid in workers) - before)
             r = self.trainer.epoch - 1
             log(f"{'warm-up' if r == 0 else f'round {r}'}: " + ", ".join(f"{k} {v:.1f} img/s" for k, v in measured.items()))
             if r:
@@ -183,9 +189,19 @@ def throughput(args, root: Path) -> dict:
     return {"streaming_over_memory": round(stream_rate / memory_rate, 4),
             "streaming_over_memory_per_round": [round(x, 4) for x in per_round],
             "streaming_images_per_s": round(stream_rate, 2), "memory_images_per_s": round(memory_rate, 2),
+            "worker_cpu_s_during_memory": round(max(idle_cpu[1:], default=0.0), 3),
             "throughput_images": args.images, "throughput_steps": steps, "model": p.model, "debug": p.debug,
             "image_size": p.image_size, "batch": p.batch_size, "rounds": args.rounds,
             "threads": torch.get_num_threads(), "device": str(ctx.device)}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _children() -> dict[int, list[int]]:
