@@ -65,7 +65,7 @@ def test_scene_layout_and_the_rule(split):
         drawn = scene(split, index)
         assert drawn["image"].shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and drawn["image"].dtype == np.uint8
         first = drawn["classes"][0]
-        for cell, (cls, digit, (x, y)) in enumerate(zip(drawn["classes"], drawn["digits"], drawn["centres"])):
+        for cell, (cls, digit, (x, y)) in enumerate(zip(drawn["classes"], drawn["digits"], drawn["centres"], strict=True)):
             row, col = divmod(cell, GRID)
             assert cls == cell_class(first, row, col) == TARGETS[digit]
             assert col * CELL <= x < (col + 1) * CELL and row * CELL <= y < (row + 1) * CELL
@@ -83,7 +83,7 @@ def test_pairs_crop_neighbouring_digits_and_carry_their_classes():
         (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = d["pair"]["box_a"], d["pair"]["box_b"]
         for x1, y1, x2, y2 in (d["pair"]["box_a"], d["pair"]["box_b"]):
             assert x2 - x1 == y2 - y1 and CROP_SIZE[0] <= x2 - x1 <= CROP_SIZE[1]
-            assert 0 <= x1 and 0 <= y1 and x2 <= IMAGE_SIZE and y2 <= IMAGE_SIZE
+            assert x1 >= 0 and y1 >= 0 and x2 <= IMAGE_SIZE and y2 <= IMAGE_SIZE
         assert d["a"].shape == d["b"].shape == (PATCH, PATCH, 3)
         digit_a, digit_b = d["pair"]["digits"]
         assert (d["a_label"], d["b_label"]) == (TARGETS[digit_a], TARGETS[digit_b])

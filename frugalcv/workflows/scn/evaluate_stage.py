@@ -17,7 +17,6 @@ from frugalcv.workflows.scn.params import EvaluateParams
 from frugalcv.workflows.scn.probe import image_features, labelled_features, probe_accuracy, probe_map
 from frugalcv.workflows.scn.train import regression_error
 
-
 #: (extractor, metric suffix, report row) of every probed representation
 PROBED = (("scn", "", "SCN"), ("no_offset", "_no_offset", "SCN without offsets"),
           ("original", "_original", "Original backbone (W_T)"))
