@@ -7,16 +7,17 @@ A scene is a 96x96 RGB canvas of 3x3 cells of 32 px, one of scikit-learn's digit
 ``(d0 + c + 3 r) % 10`` for the scene's top-left class ``d0``. Knowing a patch's digit and the
 offset to its neighbour tells the neighbour's digit.
 
-Each digit is upscaled to 16..24 px at a random spot of its cell, with a tinted ink on a tinted
-background with a lighting ramp, a few random strokes across the scene, and pixel noise. A pair is
-two 4-neighbour cells (X_j, the bottom stream's, and X_i, the one predicted): each patch is a
-square crop of 22..30 px around its digit, off-centre by up to 4 px (so it also catches parts of
-the neighbours), stored at 32x32. ``a.cls`` / ``b.cls`` are the digits' classes; ``pair.json``
-adds ``digits``: the ``load_digits`` indices of the two digits.
+Each digit is upscaled to 22..28 px at a random spot of its cell, with a tinted ink (at a contrast
+of 0.6..1 per digit) on a tinted background with a lighting ramp, 0..2 random strokes across the
+scene, and pixel noise of std 3..10. A pair is two 4-neighbour cells (X_j, the bottom stream's,
+and X_i, the one predicted): each patch is a square crop of 26..30 px around its digit, off-centre
+by up to 2 px (so it also catches the edges of its neighbours), stored at 32x32. ``a.cls`` /
+``b.cls`` are the digits' classes; ``pair.json`` adds ``digits``: the ``load_digits`` indices of
+the two digits.
 
 Source digits: only the 360 that kind ``digits`` keeps for its ``test`` split (``i % 5 == 0``,
 never seen as labels by a backbone pretrained on its ``train``), each class's dealt alternately
-to ``train`` scenes (even positions, 180 digits) and ``test`` scenes (odd positions, 180), so the
+to ``train`` scenes (even positions, 181 digits) and ``test`` scenes (odd positions, 179), so the
 two splits share no digit image. ``train``: 300 scenes, ``test``: 100; 4 pairs a scene, drawn
 without repetition from the scene's 24 ordered neighbour pairs; scene ``s`` of a split is drawn
 from a seed of (split, s) alone. Keys are ``{split}_{scene:06d}_{pair:02d}``. SRC: ``-`` or
