@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "pipelines" / "blockdrop-demo.yaml"
 DCAN_DEMO = REPO / "pipelines" / "dcan-demo.yaml"
 #: the other methods' demos, checked the same way
-OTHER_DEMOS = [REPO / "pipelines" / name for name in ("adaframe-demo.yaml", "liteeval-demo.yaml", "scn-shapes.yaml")]
+OTHER_DEMOS = [REPO / "pipelines" / name for name in ("adaframe-demo.yaml", "liteeval-demo.yaml", "scn-shapes.yaml",
+                                                       "scn-digit-scenes.yaml")]
 
 
 def check(condition: bool, message: str) -> None:

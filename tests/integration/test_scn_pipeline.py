@@ -26,7 +26,8 @@ def check_demo(root: Path, rid: str) -> dict:
     assert {s["stage"]: s["state"] for s in st["stages"]} == dict.fromkeys(STAGES, "finished")
     stages = {s["stage"]: s for s in st["stages"]}
     metrics = stages["evaluate"]["metrics"]
-    for key in ("test_mse", "no_offset_test_mse", "mse_ratio", "probe_accuracy", "probe_accuracy_original"):
+    for key in ("test_mse", "no_offset_test_mse", "mse_ratio", "probe_accuracy", "probe_accuracy_original",
+                "probe_accuracy_no_offset"):
         assert key in metrics, sorted(metrics)
     assert metrics["mse_ratio"] == pytest.approx(metrics["test_mse"] / metrics["no_offset_test_mse"])
     report = Path(stages["evaluate"]["outputs"]["report"]["uri"])

@@ -20,7 +20,7 @@ METHODS = ("blockdrop", "dcan", "adaframe", "liteeval", "scn")
 SHARED = ("video",)
 METHOD_NAME = re.compile(r"\b(" + "|".join(METHODS) + r")\b", re.IGNORECASE)
 #: dataset kinds named after the experiment they were made for (the shard kind's string only)
-DATASET_KINDS = ('"scn-shapes"',)
+DATASET_KINDS = ('"scn-shapes"', '"scn-digit-scenes"')
 ENGINE_DIRS = ("workflows/engine", "workflows/pipeline", "slurm", "sharding")
 ENGINE_MODULES = ("frugalcv.workflows.engine", "frugalcv.workflows.pipeline", "frugalcv.slurm")
 

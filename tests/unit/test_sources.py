@@ -61,6 +61,7 @@ ALL_KINDS = {
     "street-scenes",
     "video-digits",
     "scn-shapes",
+    "scn-digit-scenes",
 }
 
 

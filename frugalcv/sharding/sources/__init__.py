@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     digits,
     gta5,
     imagefolder,
+    scn_digit_scenes,
     scn_shapes,
     street_scenes,
     synthia,

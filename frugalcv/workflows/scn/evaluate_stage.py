@@ -17,6 +17,10 @@ from frugalcv.workflows.scn.params import EvaluateParams
 from frugalcv.workflows.scn.probe import image_features, labelled_features, probe_accuracy, probe_map
 from frugalcv.workflows.scn.train import regression_error
 
+#: (extractor, metric suffix, report row) of every probed representation
+PROBED = (("scn", "", "SCN"), ("no_offset", "_no_offset", "SCN without offsets"),
+          ("original", "_original", "Original backbone (W_T)"))
+
 
 def _load(ctx, name: str):
     state = model_file.read(ctx, name, model_file.SCN_FORMAT)
@@ -27,10 +31,11 @@ def _load(ctx, name: str):
                     optional_inputs=("no_offset", "probe_train", "probe_test"), outputs=("report", "metrics"))
 def evaluate_stage(ctx: kit.StageContext) -> kit.StageResult:
     """``test_mse`` (and ``no_offset_test_mse``, ``mse_ratio``); ``probe_accuracy`` on h1 and
-    ``probe_accuracy_original`` on the original features, the probe fitted on ``train``'s labelled
-    patches and scored on ``test``'s; with ``probe_train`` and ``probe_test`` (labelled images) the
-    probe is on those whole images instead, and on multi-hot labels (kind voc) it gives ``probe_map``
-    and ``probe_map_original``."""
+    ``probe_accuracy_original`` on the original features (and ``probe_accuracy_no_offset`` on the
+    no-offset network's h1), the probe fitted on ``train``'s labelled patches and scored on
+    ``test``'s; with ``probe_train`` and ``probe_test`` (labelled images) the probe is on those whole
+    images instead, and on multi-hot labels (kind voc) it gives ``probe_map`` and ``probe_map_original``
+    (and ``probe_map_no_offset``)."""
     p: EvaluateParams = ctx.params
     if not ctx.is_main:
         return kit.StageResult()
@@ -40,6 +45,7 @@ def evaluate_stage(ctx: kit.StageContext) -> kit.StageResult:
     metrics = regression_error(net, test)
     curves = {"with offsets": state["history"]}
     rows = {"SCN": {"test_mse": metrics["test_mse"]}}
+    extractors = {"scn": net.features, "original": net.original_features}
     if "no_offset" in ctx.inputs:
         other_state, other = _load(ctx, "no_offset")
         other_mse = regression_error(other, pair_stream(ctx, "test", p.batch_size, int(other_state["patch_size"]),
@@ -48,7 +54,7 @@ def evaluate_stage(ctx: kit.StageContext) -> kit.StageResult:
         metrics["mse_ratio"] = metrics["test_mse"] / other_mse if other_mse > 0 else float("inf")
         curves["without offsets"] = other_state["history"]
         rows["SCN without offsets"] = {"test_mse": other_mse}
-    extractors = {"scn": net.features, "original": net.original_features}
+        extractors["no_offset"] = other.features
     probe_rows, probe_note, probe_unit = _probe(ctx, p, size, test, extractors, metrics)
     for name, value in probe_rows.items():
         rows.setdefault(name, {})["probe"] = value
@@ -94,11 +100,12 @@ def _probe(ctx, p: EvaluateParams, size: int, test, extractors, metrics: dict) -
             what = "labelled patches"
     multi = train_y.ndim == 2
     score, key = (probe_map, "probe_map") if multi else (probe_accuracy, "probe_accuracy")
-    for name, suffix in (("scn", ""), ("original", "_original")):
-        metrics[key + suffix] = score(train_x[name], train_y, test_x[name], test_y, kind=p.probe, c=p.probe_c,
-                                      seed=p.seed)
+    cells = {}
+    for name, suffix, row in PROBED:
+        if name in extractors:
+            metrics[key + suffix] = cells[row] = score(train_x[name], train_y, test_x[name], test_y, kind=p.probe,
+                                                       c=p.probe_c, seed=p.seed)
     unit = "mean AP over classes, one-vs-rest" if multi else "top-1"
     note = (f"probe: {p.probe} (C={p.probe_c}) on standardised features ({unit}), fitted on {len(train_y)} "
             f"{what}, scored on {len(test_y)}")
-    return ({"SCN": metrics[key], "Original backbone (W_T)": metrics[key + "_original"]}, note,
-            "mAP" if multi else "top-1")
+    return cells, note, "mAP" if multi else "top-1"
